@@ -1,0 +1,44 @@
+"""botscale: what a Python Telegram bot needs once real users arrive.
+
+Per-user rate limiting, Telegram flood control, retries, bounded state and
+caches, update de-duplication, a performance monitor, batched database writes,
+and a Bot API simulator that measures a bot's capacity offline.
+
+Everything public is re-exported here; implementation modules are private.
+``import botscale`` imports no bot framework, no Redis client and no database
+driver: those live behind extras in ``botscale.adapters``,
+``botscale.backends`` and ``botscale.sinks``.
+"""
+
+from __future__ import annotations
+
+from ._clock import AsyncSleep, Clock, Sleep
+from ._errors import (
+    BackendError,
+    BotscaleError,
+    ConfigurationError,
+    RateLimitExceeded,
+    WriterClosedError,
+)
+from ._gcra import Decision, Rate
+from ._protocols import AsyncRateLimitBackend, AsyncStateStore, RateLimitBackend, StateStore
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AsyncRateLimitBackend",
+    "AsyncSleep",
+    "AsyncStateStore",
+    "BackendError",
+    "BotscaleError",
+    "Clock",
+    "ConfigurationError",
+    "Decision",
+    "Rate",
+    "RateLimitBackend",
+    "RateLimitExceeded",
+    "Sleep",
+    "StateStore",
+    "WriterClosedError",
+    "__version__",
+]

@@ -1,0 +1,11 @@
+"""Storage backends behind botscale's Protocols.
+
+``botscale.backends.memory`` is the default and needs nothing installed;
+``botscale.backends.redis`` needs the ``redis`` extra.
+"""
+
+from __future__ import annotations
+
+from .._protocols import AsyncRateLimitBackend, AsyncStateStore, RateLimitBackend, StateStore
+
+__all__ = ["AsyncRateLimitBackend", "AsyncStateStore", "RateLimitBackend", "StateStore"]

@@ -1,0 +1,1 @@
+"""Sinks for the batch writers: where batches of rows end up."""
