@@ -22,6 +22,7 @@ from ._errors import (
 )
 from ._gcra import Decision, Rate
 from ._protocols import AsyncRateLimitBackend, AsyncStateStore, RateLimitBackend, StateStore
+from ._retry import RetryPolicy, RetryStats, retry, retry_stats, retry_testing
 
 __version__ = "0.1.0.dev0"
 
@@ -37,8 +38,13 @@ __all__ = [
     "Rate",
     "RateLimitBackend",
     "RateLimitExceeded",
+    "RetryPolicy",
+    "RetryStats",
     "Sleep",
     "StateStore",
     "WriterClosedError",
+    "retry",
+    "retry_stats",
+    "retry_testing",
     "__version__",
 ]
