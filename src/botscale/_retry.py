@@ -56,6 +56,7 @@ ExceptionMatcher: TypeAlias = (
 )
 """What ``on=`` accepts: an exception type, a tuple of them, or a predicate."""
 
+_DEFAULT_MAX_WAIT: Final = 5.0
 _log: Final = logging.getLogger("botscale.retry")
 
 # Never retried, whatever ``on`` says: retrying them would swallow a cancellation
@@ -303,7 +304,7 @@ class RetryPolicy:
         timeout: float | None = None,
         retry_after: Callable[[BaseException], float | None] | None = None,
         initial: float = 0.1,
-        max_wait: float = 5.0,
+        max_wait: float | None = None,
         multiplier: float = 2.0,
         jitter: float = 0.5,
         clock: Clock = time.monotonic,
@@ -322,6 +323,8 @@ class RetryPolicy:
                 "timeout (seconds >= 0) or both, so retrying always ends"
             )
         self.initial = check_non_negative("initial", initial)
+        if max_wait is None:
+            max_wait = max(_DEFAULT_MAX_WAIT, self.initial)
         self.max_wait = check_non_negative("max_wait", max_wait)
         if self.max_wait < self.initial:
             raise ConfigurationError(f"max_wait must be >= initial ({initial!r}), got {max_wait!r}")
@@ -508,7 +511,7 @@ def retry(
     timeout: float | None = None,
     retry_after: Callable[[BaseException], float | None] | None = None,
     initial: float = 0.1,
-    max_wait: float = 5.0,
+    max_wait: float | None = None,
     multiplier: float = 2.0,
     jitter: float = 0.5,
     clock: Clock = time.monotonic,
@@ -540,7 +543,8 @@ def retry(
             backoff for that wait (Telegram's 429 ``retry_after``).  It is not
             capped by ``max_wait``, only by ``timeout``.
         initial: the first backoff in seconds (>= 0).
-        max_wait: the longest backoff in seconds (>= initial).
+        max_wait: the longest backoff in seconds (>= initial; default 5.0,
+            or ``initial`` if that is longer).
         multiplier: growth of the backoff per attempt (>= 1).
         jitter: the fraction (0..1) of each backoff that is random: the wait
             is drawn uniformly from ``[base * (1 - jitter), base]``.
