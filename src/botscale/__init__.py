@@ -13,6 +13,13 @@ driver: those live behind extras in ``botscale.adapters``,
 from __future__ import annotations
 
 from ._clock import AsyncSleep, Clock, Sleep
+from ._concurrency import (
+    AsyncKeyedLock,
+    ConcurrencyLimiter,
+    ConcurrencyStats,
+    ConcurrencyTimeout,
+    KeyedLock,
+)
 from ._errors import (
     BackendError,
     BotscaleError,
@@ -27,14 +34,19 @@ from ._retry import RetryPolicy, RetryStats, retry, retry_stats, retry_testing
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AsyncKeyedLock",
     "AsyncRateLimitBackend",
     "AsyncSleep",
     "AsyncStateStore",
     "BackendError",
     "BotscaleError",
     "Clock",
+    "ConcurrencyLimiter",
+    "ConcurrencyStats",
+    "ConcurrencyTimeout",
     "ConfigurationError",
     "Decision",
+    "KeyedLock",
     "Rate",
     "RateLimitBackend",
     "RateLimitExceeded",
