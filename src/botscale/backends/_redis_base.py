@@ -1,0 +1,236 @@
+"""What every Redis component shares: key layout, URL handling, scripts, clients.
+
+Key layout (the prefix is validated so two bots sharing a Redis cannot collide):
+every botscale key is ``{<prefix>:<kind>:<key>}`` - the whole name is a Redis
+Cluster hash tag, so each key maps to one slot and single-key scripts are
+cluster-safe.  Keys a script must touch together share one tag instead
+(``{<prefix>:out}:...`` for the outgoing budget).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Final
+
+from .._compat import require
+from .._errors import BackendError, ConfigurationError
+from .._validation import check_positive
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "LuaScript",
+    "check_prefix",
+    "connect",
+    "connect_async",
+    "encode_key",
+    "mask_url",
+    "redis_errors",
+]
+
+DEFAULT_TIMEOUT: Final = 1.0
+_PREFIX_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+
+
+def check_prefix(prefix: object) -> str:
+    """Validate a key prefix: 1-64 characters of ``[A-Za-z0-9_.-]``.
+
+    ``:`` (the separator), braces (cluster hash tags) and glob characters are
+    refused so that one prefix can never be a prefix of another's key space.
+    """
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be str, got {type(prefix).__name__}")
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise ConfigurationError(
+            "prefix must be 1-64 characters of letters, digits, '_', '.' or '-' "
+            f"starting with a letter or digit (no ':', braces or spaces), got {prefix!r}"
+        )
+    return prefix
+
+
+def encode_key(key: object, name: str = "key") -> str:
+    """A state/lock key as text: ints as digits, strings tagged ``s:`` (so 42 != "42")."""
+    if isinstance(key, str):
+        return "s:" + key
+    if isinstance(key, int) and not isinstance(key, bool):
+        return str(key)
+    raise TypeError(f"{name} must be str or int, got {type(key).__name__}")
+
+
+def decode_key(text: str) -> str | int:
+    """The inverse of :func:`encode_key`."""
+    return text[2:] if text.startswith("s:") else int(text)
+
+
+_USERINFO_RE: Final = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<info>[^/?#]*)@")
+_QUERY_PASSWORD_RE: Final = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (userinfo or ``?password=``) replaced by ``***``."""
+    match = _USERINFO_RE.match(url)
+    if match:
+        # The userinfo runs to the last "@" before the host: passwords may hold "@".
+        scheme, info = match["scheme"], match["info"]
+        user, sep, _ = info.partition(":")
+        masked = f"{user}:***" if sep else "***"
+        url = scheme + masked + url[match.end() - 1 :]
+    return _QUERY_PASSWORD_RE.sub(r"\1***", url)
+
+
+def _client_kwargs(socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
+    return {
+        "socket_timeout": check_positive("socket_timeout", socket_timeout),
+        "socket_connect_timeout": check_positive("socket_connect_timeout", connect_timeout),
+    }
+
+
+def _check_url(url: object) -> str:
+    if not isinstance(url, str):
+        raise TypeError(f"url must be str, got {type(url).__name__}")
+    return url
+
+
+def _malformed(url: str, exc: Exception) -> ConfigurationError:
+    return ConfigurationError(
+        f"malformed Redis URL {mask_url(url)}: {_scrub(str(exc), url)} "
+        "(expected redis://[user:password@]host[:port][/db], rediss://... or unix:///path)"
+    )
+
+
+def _scrub(text: str, url: str) -> str:
+    """Remove the URL's password from a client message, whatever the message says."""
+    match = _USERINFO_RE.match(url)
+    if match and ":" in match["info"]:
+        secret = match["info"].partition(":")[2]
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def connect(
+    url: str,
+    *,
+    socket_timeout: float = DEFAULT_TIMEOUT,
+    socket_connect_timeout: float = DEFAULT_TIMEOUT,
+    check: bool = True,
+) -> redis.Redis:
+    """A sync redis-py client for ``url`` with timeouts on every call.
+
+    The client retries a failed command once without backoff (enough to
+    replace a connection a Redis restart broke) instead of redis-py's default
+    of several retries with backoff, so a dead server costs one fast failure
+    and the circuit breaker takes over.
+
+    Args:
+        url: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` or ``unix://``.
+        socket_timeout: seconds a command may take.
+        socket_connect_timeout: seconds to open a connection.
+        check: ``PING`` the server now, so a wrong URL fails at start.
+
+    Raises:
+        ConfigurationError: the URL is malformed (the message masks its password).
+        BackendError: ``check`` and the server did not answer.
+    """
+    redis_mod = require("redis", "redis")
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    url = _check_url(url)
+    kwargs = _client_kwargs(socket_timeout, socket_connect_timeout)
+    try:
+        client: redis.Redis = redis_mod.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise _malformed(url, exc) from None
+    if check:
+        try:
+            client.ping()
+        except redis_mod.RedisError as exc:
+            client.close()
+            raise _unreachable(url, exc) from exc
+    return client
+
+
+def connect_async(
+    url: str,
+    *,
+    socket_timeout: float = DEFAULT_TIMEOUT,
+    socket_connect_timeout: float = DEFAULT_TIMEOUT,
+    check: bool = True,
+) -> redis.asyncio.Redis:
+    """A ``redis.asyncio`` client for ``url``; the twin of :func:`connect`.
+
+    ``check`` pings the server once through a short-lived *sync* connection
+    (it blocks for at most ``socket_connect_timeout``), so a wrong URL fails
+    where the client is built, before any event loop runs.
+    """
+    require("redis", "redis")
+    import redis.asyncio as aredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    url = _check_url(url)
+    kwargs = _client_kwargs(socket_timeout, socket_connect_timeout)
+    if check:
+        connect(url, check=True, **kwargs).close()
+    try:
+        client: redis.asyncio.Redis = aredis.Redis.from_url(
+            url, retry=Retry(NoBackoff(), 1), **kwargs
+        )
+    except (ValueError, TypeError) as exc:
+        raise _malformed(url, exc) from None
+    return client
+
+
+def _unreachable(url: str, exc: Exception) -> BackendError:
+    return BackendError(f"Redis at {mask_url(url)} is unreachable: {_scrub(str(exc), url)}")
+
+
+def redis_errors() -> tuple[type[BaseException], type[BaseException]]:
+    """``(RedisError, NoScriptError)`` from redis-py, imported lazily."""
+    redis_mod = require("redis", "redis")
+    return redis_mod.exceptions.RedisError, redis_mod.exceptions.NoScriptError
+
+
+_LUA_LIB: Final = "_lib.lua"
+
+
+class LuaScript:
+    """A Lua script shipped next to this module, run by EVALSHA.
+
+    Scripts may start with ``--!include _lib.lua`` to share functions.  A
+    server that does not know the script (restart, ``SCRIPT FLUSH``, failover)
+    answers NOSCRIPT; :meth:`run` / :meth:`arun` then load it and retry once.
+    """
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str) -> None:
+        folder = resources.files(__package__ or "botscale.backends") / "lua"
+        source = (folder / name).read_text(encoding="utf-8")
+        if source.startswith(f"--!include {_LUA_LIB}\n"):
+            source = (folder / _LUA_LIB).read_text(encoding="utf-8") + source
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def run(self, client: Any, numkeys: int, *args: Any) -> Any:
+        """EVALSHA through a sync client, loading the script on NOSCRIPT."""
+        try:
+            return client.evalsha(self.sha, numkeys, *args)
+        except redis_errors()[1]:
+            client.script_load(self.source)
+            return client.evalsha(self.sha, numkeys, *args)
+
+    async def arun(self, client: Any, numkeys: int, *args: Any) -> Any:
+        """EVALSHA through an async client, loading the script on NOSCRIPT."""
+        try:
+            return await client.evalsha(self.sha, numkeys, *args)
+        except redis_errors()[1]:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, numkeys, *args)

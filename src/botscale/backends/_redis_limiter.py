@@ -1,0 +1,343 @@
+"""Rate-limit backends on Redis: one GCRA decision per EVALSHA round trip.
+
+The script (``lua/gcra.lua``) reads the Redis server clock, so every process
+sharing the server agrees on time, and stores one number per key (the
+theoretical arrival time) with a TTL equal to the time until the bucket is
+full again: an idle key costs nothing.  Intervals are rounded *up* to whole
+microseconds, so a shared bucket never runs faster than its rate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from typing_extensions import Self
+
+from .._gcra import Decision
+from .._protocols import RateLimitBackend
+from .._validation import check_positive
+from ._breaker import CircuitBreaker, Guard, RedisStats, check_policy
+from ._redis_base import (
+    DEFAULT_TIMEOUT,
+    LuaScript,
+    check_prefix,
+    connect,
+    connect_async,
+    redis_errors,
+)
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+
+__all__ = ["AsyncRedisBackend", "LimiterPolicy", "RedisBackend"]
+
+LimiterPolicy = Literal["open", "closed", "local"]
+"""``"open"``: allow while Redis fails; ``"closed"``: raise BackendError;
+``"local"``: decide in this process with ``local_share`` of each rate."""
+
+_GCRA: Final = LuaScript("gcra.lua")
+
+
+def micros(interval: float) -> int:
+    """Seconds per token as whole microseconds, rounded up (>= 1)."""
+    # round() first: 0.1 s is 100000.00000000001 us in binary floating point.
+    return max(1, math.ceil(round(interval * 1e6, 3)))
+
+
+class _Base:
+    __slots__ = (
+        "_errors",
+        "_guard",
+        "_head",
+        "_local",
+        "_owned",
+        "client",
+        "local_share",
+        "prefix",
+    )
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str,
+        on_error: LimiterPolicy = "open",
+        local_share: float = 1.0,
+        local_backend: RateLimitBackend | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.client = client
+        self.prefix = check_prefix(prefix)
+        self._head = "{" + self.prefix + ":rl:"
+        policy = check_policy("on_error", on_error, ("open", "closed", "local"))
+        share = check_positive("local_share", local_share)
+        if share > 1:
+            from .._errors import ConfigurationError
+
+            raise ConfigurationError(f"local_share must be in (0, 1], got {local_share!r}")
+        self.local_share = share
+        self._local: RateLimitBackend | None = None
+        if policy == "local":
+            if local_backend is None:
+                from .memory import MemoryBackend
+
+                local_backend = MemoryBackend()
+            self._local = local_backend
+        self._guard = Guard(f"{type(self).__name__}(prefix={self.prefix!r})", policy, breaker)
+        self._errors = redis_errors()[0]
+        self._owned = False
+
+    @property
+    def on_error(self) -> LimiterPolicy:
+        """The failure policy (``"open"``, ``"closed"`` or ``"local"``)."""
+        return self._guard.policy  # type: ignore[return-value]
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker guarding this backend's calls."""
+        return self._guard.breaker
+
+    def stats(self) -> RedisStats:
+        """How often this backend answered without Redis, and the breaker's state."""
+        return self._guard.stats()
+
+    def redis_key(self, key: str) -> str:
+        """The Redis key holding ``key``'s bucket: ``{<prefix>:rl:<key>}``."""
+        return self._head + key + "}"
+
+    def _without_redis(
+        self,
+        exc: BaseException | None,
+        key: str,
+        now: float,
+        interval: float,
+        burst: int,
+        cost: int,
+    ) -> Decision:
+        guard = self._guard
+        guard.degrade(exc)
+        if self._local is None:
+            return Decision(True, max(0, burst - cost), 0.0)
+        share = self.local_share
+        return self._local.acquire(
+            key,
+            now=now,
+            interval=interval / share,
+            burst=max(cost, math.floor(burst * share)),
+            cost=cost,
+        )
+
+
+class RedisBackend(_Base):
+    """GCRA buckets in Redis for :class:`~botscale.RateLimiter`, shared by every process.
+
+    Args:
+        client: a ready ``redis.Redis`` (or ``RedisCluster``) client.  Give it
+            ``socket_timeout`` / ``socket_connect_timeout`` (redis-py waits
+            5 s by default) or build it with :meth:`from_url`.
+        prefix: namespace of this bot's keys (``[A-Za-z0-9_.-]``, 1-64 chars).
+        on_error: what happens while Redis fails: ``"open"`` (default) allows
+            the request, logs and counts; ``"closed"`` raises
+            :class:`~botscale.BackendError`; ``"local"`` decides in this
+            process with ``local_share`` of each rate.
+        local_share: the fraction of each rate and burst this process may use
+            under ``"local"`` (e.g. ``1/3`` for three instances).
+        local_backend: where ``"local"`` keeps its buckets (a new
+            ``MemoryBackend`` by default).
+        breaker: a :class:`CircuitBreaker`, possibly shared with other components.
+
+    Raises:
+        ConfigurationError: bad prefix, policy or share.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str,
+        on_error: LimiterPolicy = "open",
+        local_share: float = 1.0,
+        local_backend: RateLimitBackend | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        super().__init__(
+            client,
+            prefix=prefix,
+            on_error=on_error,
+            local_share=local_share,
+            local_backend=local_backend,
+            breaker=breaker,
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str,
+        on_error: LimiterPolicy = "open",
+        local_share: float = 1.0,
+        breaker: CircuitBreaker | None = None,
+        socket_timeout: float = DEFAULT_TIMEOUT,
+        socket_connect_timeout: float = DEFAULT_TIMEOUT,
+        check: bool = True,
+    ) -> Self:
+        """Build the client from ``url`` (see :func:`botscale.backends.redis.connect`).
+
+        Raises:
+            ConfigurationError: malformed URL or bad options.
+            BackendError: ``check`` and the server is unreachable (password masked).
+        """
+        check_prefix(prefix)
+        client = connect(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            check=check,
+        )
+        backend = cls(
+            client, prefix=prefix, on_error=on_error, local_share=local_share, breaker=breaker
+        )
+        backend._owned = True
+        return backend
+
+    def acquire(self, key: str, *, now: float, interval: float, burst: int, cost: int) -> Decision:
+        """Take ``cost`` tokens from ``key``'s bucket if it holds them (server time).
+
+        Raises:
+            BackendError: Redis failed and ``on_error="closed"``.
+        """
+        guard = self._guard
+        if guard.ready():
+            try:
+                allowed, remaining, retry_us = _GCRA.run(
+                    self.client, 1, self._head + key + "}", micros(interval), burst, cost
+                )
+            except self._errors as exc:
+                guard.failed(exc)
+                return self._without_redis(exc, key, now, interval, burst, cost)
+            guard.ok()
+            return Decision(allowed == 1, remaining, retry_us / 1e6)
+        return self._without_redis(None, key, now, interval, burst, cost)
+
+    def reset(self, key: str) -> None:
+        """Forget ``key``: its bucket is full again (also in the local fallback)."""
+        if self._local is not None:
+            self._local.reset(key)
+        guard = self._guard
+        if guard.ready():
+            try:
+                self.client.delete(self._head + key + "}")
+            except self._errors as exc:
+                guard.failed(exc)
+                guard.degrade(exc)
+            else:
+                guard.ok()
+        else:
+            guard.degrade(None)
+
+    def close(self) -> None:
+        """Close the client if :meth:`from_url` built it (a passed-in client stays yours)."""
+        if self._owned:
+            self.client.close()
+
+
+class AsyncRedisBackend(_Base):
+    """The ``redis.asyncio`` twin of :class:`RedisBackend`, for :class:`~botscale.AsyncRateLimiter`.
+
+    Same arguments and policies; ``client`` is a ``redis.asyncio.Redis``.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        prefix: str,
+        on_error: LimiterPolicy = "open",
+        local_share: float = 1.0,
+        local_backend: RateLimitBackend | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        super().__init__(
+            client,
+            prefix=prefix,
+            on_error=on_error,
+            local_share=local_share,
+            local_backend=local_backend,
+            breaker=breaker,
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str,
+        on_error: LimiterPolicy = "open",
+        local_share: float = 1.0,
+        breaker: CircuitBreaker | None = None,
+        socket_timeout: float = DEFAULT_TIMEOUT,
+        socket_connect_timeout: float = DEFAULT_TIMEOUT,
+        check: bool = True,
+    ) -> Self:
+        """Build the client from ``url`` (see :func:`botscale.backends.redis.connect_async`)."""
+        check_prefix(prefix)
+        client = connect_async(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            check=check,
+        )
+        backend = cls(
+            client, prefix=prefix, on_error=on_error, local_share=local_share, breaker=breaker
+        )
+        backend._owned = True
+        return backend
+
+    async def acquire(
+        self, key: str, *, now: float, interval: float, burst: int, cost: int
+    ) -> Decision:
+        """Take ``cost`` tokens from ``key``'s bucket if it holds them (server time).
+
+        Raises:
+            BackendError: Redis failed and ``on_error="closed"``.
+        """
+        guard = self._guard
+        if guard.ready():
+            try:
+                allowed, remaining, retry_us = await _GCRA.arun(
+                    self.client, 1, self._head + key + "}", micros(interval), burst, cost
+                )
+            except self._errors as exc:
+                guard.failed(exc)
+                return self._without_redis(exc, key, now, interval, burst, cost)
+            guard.ok()
+            return Decision(allowed == 1, remaining, retry_us / 1e6)
+        return self._without_redis(None, key, now, interval, burst, cost)
+
+    async def reset(self, key: str) -> None:
+        """Forget ``key``: its bucket is full again (also in the local fallback)."""
+        if self._local is not None:
+            self._local.reset(key)
+        guard = self._guard
+        if guard.ready():
+            try:
+                await self.client.delete(self._head + key + "}")
+            except self._errors as exc:
+                guard.failed(exc)
+                guard.degrade(exc)
+            else:
+                guard.ok()
+        else:
+            guard.degrade(None)
+
+    async def aclose(self) -> None:
+        """Close the client if :meth:`from_url` built it (a passed-in client stays yours)."""
+        if self._owned:
+            await self.client.aclose()

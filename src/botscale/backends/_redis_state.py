@@ -1,0 +1,510 @@
+"""Per-key state in Redis, shared by every process of a bot.
+
+Each key is one Redis string ``{<prefix>:st:<key>}`` holding JSON, with the
+entry's TTL as the Redis key's own expiry, so Redis does the eviction.
+``update`` is optimistic: WATCH the key, compute, MULTI/EXEC, retry on a
+concurrent change (bounded).  Counting entries (``len`` / ``size``) SCANs the
+prefix: O(keys in the database) - fine for a health page, not for every update.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from typing_extensions import Self
+
+from .._errors import BackendError
+from .._validation import check_positive, check_positive_int
+from ._breaker import CircuitBreaker, FailurePolicy, Guard, RedisStats, check_policy
+from ._json import dumps, loads
+from ._redis_base import (
+    DEFAULT_TIMEOUT,
+    check_prefix,
+    connect,
+    connect_async,
+    encode_key,
+    redis_errors,
+)
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+
+__all__ = ["AsyncRedisStateStore", "RedisStateStore"]
+
+_SCAN_COUNT: Final = 1000
+
+
+def _millis(ttl: float) -> int:
+    return max(1, math.ceil(ttl * 1000))
+
+
+class _Base:
+    __slots__ = (
+        "_errors",
+        "_guard",
+        "_head",
+        "_owned",
+        "_ttl_ms",
+        "_watch_error",
+        "client",
+        "max_retries",
+        "prefix",
+        "ttl",
+    )
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str,
+        ttl: float | None,
+        on_error: FailurePolicy,
+        max_retries: int,
+        breaker: CircuitBreaker | None,
+    ) -> None:
+        self.client = client
+        self.prefix = check_prefix(prefix)
+        self._head = "{" + self.prefix + ":st:"
+        self.ttl = None if ttl is None else check_positive("ttl", ttl)
+        self._ttl_ms = None if ttl is None else _millis(ttl)
+        self.max_retries = check_positive_int("max_retries", max_retries)
+        policy = check_policy("on_error", on_error, ("open", "closed"))
+        self._guard = Guard(f"{type(self).__name__}(prefix={self.prefix!r})", policy, breaker)
+        self._errors = redis_errors()[0]
+        import redis.exceptions
+
+        self._watch_error = redis.exceptions.WatchError
+        self._owned = False
+
+    @property
+    def on_error(self) -> FailurePolicy:
+        """``"closed"`` (default: raise BackendError) or ``"open"`` (answer as if empty)."""
+        return self._guard.policy  # type: ignore[return-value]
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker guarding this store's calls."""
+        return self._guard.breaker
+
+    def stats(self) -> RedisStats:
+        """How often this store answered without Redis, and the breaker's state."""
+        return self._guard.stats()
+
+    def redis_key(self, key: str | int) -> str:
+        """The Redis key of ``key``: ``{<prefix>:st:<n>}`` for ints, ``...:s:<text>}`` for str."""
+        return self._head + encode_key(key) + "}"
+
+    def _px(self, ttl: float | None) -> int | None:
+        return self._ttl_ms if ttl is None else _millis(check_positive("ttl", ttl))
+
+    def _pattern(self) -> str:
+        return self._head + "*"
+
+    def _lost_race(self, key: str | int) -> BackendError:
+        return BackendError(
+            f"{type(self).__name__}.update({key!r}): the value changed under it "
+            f"{self.max_retries} times in a row (too much contention on one key)"
+        )
+
+
+class RedisStateStore(_Base):
+    """A :class:`~botscale.StateStore` in Redis: JSON values, per-key TTL, atomic update.
+
+    Args:
+        client: a ready ``redis.Redis`` client (give it socket timeouts, or use
+            :meth:`from_url`).
+        prefix: namespace of this bot's keys (``[A-Za-z0-9_.-]``, 1-64 chars).
+        ttl: default seconds an entry lives (``None``: until deleted).
+        on_error: ``"closed"`` (default) raises :class:`~botscale.BackendError`
+            while Redis fails; ``"open"`` answers as an empty store (``get``
+            returns the default, writes are dropped) and counts it.
+        max_retries: attempts of :meth:`update` under contention before it
+            raises :class:`~botscale.BackendError`.
+        breaker: a :class:`CircuitBreaker`, possibly shared with other components.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str,
+        ttl: float | None = None,
+        on_error: FailurePolicy = "closed",
+        max_retries: int = 32,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        super().__init__(
+            client,
+            prefix=prefix,
+            ttl=ttl,
+            on_error=on_error,
+            max_retries=max_retries,
+            breaker=breaker,
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str,
+        ttl: float | None = None,
+        on_error: FailurePolicy = "closed",
+        max_retries: int = 32,
+        breaker: CircuitBreaker | None = None,
+        socket_timeout: float = DEFAULT_TIMEOUT,
+        socket_connect_timeout: float = DEFAULT_TIMEOUT,
+        check: bool = True,
+    ) -> Self:
+        """Build the client from ``url`` (see :func:`botscale.backends.redis.connect`).
+
+        Raises:
+            ConfigurationError: malformed URL or bad options.
+            BackendError: ``check`` and the server is unreachable (password masked).
+        """
+        check_prefix(prefix)
+        client = connect(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            check=check,
+        )
+        store = cls(
+            client,
+            prefix=prefix,
+            ttl=ttl,
+            on_error=on_error,
+            max_retries=max_retries,
+            breaker=breaker,
+        )
+        store._owned = True
+        return store
+
+    def get(self, key: str | int, default: Any = None) -> Any:
+        """The live value for ``key``, or ``default``."""
+        rkey = self.redis_key(key)
+        guard = self._guard
+        if guard.ready():
+            try:
+                raw = self.client.get(rkey)
+            except self._errors as exc:
+                guard.failed(exc)
+                guard.degrade(exc)
+                return default
+            guard.ok()
+            return default if raw is None else loads(raw)
+        guard.degrade(None)
+        return default
+
+    def set(self, key: str | int, value: Any, *, ttl: float | None = None) -> None:
+        """Store ``value`` (JSON) for ``key``, living ``ttl`` seconds (default: the store's).
+
+        Raises:
+            TypeError: ``value`` is not JSON (the message names the type).
+        """
+        rkey = self.redis_key(key)
+        data = dumps(value)
+        px = self._px(ttl)
+        guard = self._guard
+        if guard.ready():
+            try:
+                self.client.set(rkey, data, px=px)
+            except self._errors as exc:
+                guard.failed(exc)
+                guard.degrade(exc)
+            else:
+                guard.ok()
+            return
+        guard.degrade(None)
+
+    def delete(self, key: str | int) -> bool:
+        """Remove ``key``; ``True`` if it held a live value."""
+        rkey = self.redis_key(key)
+        guard = self._guard
+        if guard.ready():
+            try:
+                removed = self.client.delete(rkey)
+            except self._errors as exc:
+                guard.failed(exc)
+                guard.degrade(exc)
+                return False
+            guard.ok()
+            return bool(removed)
+        guard.degrade(None)
+        return False
+
+    def update(
+        self,
+        key: str | int,
+        fn: Callable[[Any], Any],
+        *,
+        default: Any = None,
+        ttl: float | None = None,
+    ) -> Any:
+        """Atomically replace the value with ``fn(current or default)``; return it.
+
+        Optimistic: if another process changes the key meanwhile, ``fn`` runs
+        again on the new value (so it must be free of side effects), at most
+        ``max_retries`` times.  The entry then lives ``ttl`` seconds (default:
+        the store's), like :meth:`set`.
+
+        Raises:
+            TypeError: the new value is not JSON.
+            BackendError: Redis failed (policy ``"closed"``) or the retries ran out.
+        """
+        rkey = self.redis_key(key)
+        px = self._px(ttl)
+        guard = self._guard
+        if not guard.ready():
+            guard.degrade(None)
+            return fn(default)
+        try:
+            with self.client.pipeline() as pipe:
+                for _ in range(self.max_retries):
+                    pipe.watch(rkey)
+                    raw = pipe.get(rkey)
+                    new = fn(default if raw is None else loads(raw))
+                    data = dumps(new)
+                    pipe.multi()
+                    pipe.set(rkey, data, px=px)
+                    try:
+                        pipe.execute()
+                    except self._watch_error:
+                        continue
+                    guard.ok()
+                    return new
+        except self._errors as exc:
+            guard.failed(exc)
+            guard.degrade(exc)
+            return fn(default)
+        guard.ok()
+        raise self._lost_race(key)
+
+    def __len__(self) -> int:
+        """Live entries under this prefix (SCAN: O(keys in the database))."""
+        guard = self._guard
+        if guard.ready():
+            try:
+                count = sum(
+                    1 for _ in self.client.scan_iter(match=self._pattern(), count=_SCAN_COUNT)
+                )
+            except self._errors as exc:
+                guard.failed(exc)
+                guard.degrade(exc)
+                return 0
+            guard.ok()
+            return count
+        guard.degrade(None)
+        return 0
+
+    def clear(self) -> int:
+        """Delete every entry under this prefix (SCAN + UNLINK); return how many."""
+        removed = 0
+        batch: list[Any] = []
+        for rkey in self.client.scan_iter(match=self._pattern(), count=_SCAN_COUNT):
+            batch.append(rkey)
+            if len(batch) >= _SCAN_COUNT:
+                removed += self.client.unlink(*batch)
+                batch.clear()
+        if batch:
+            removed += self.client.unlink(*batch)
+        return removed
+
+    def close(self) -> None:
+        """Close the client if :meth:`from_url` built it (a passed-in client stays yours)."""
+        if self._owned:
+            self.client.close()
+
+
+class AsyncRedisStateStore(_Base):
+    """The ``redis.asyncio`` twin of :class:`RedisStateStore` (an ``AsyncStateStore``).
+
+    Same arguments and policies; ``client`` is a ``redis.asyncio.Redis``.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        prefix: str,
+        ttl: float | None = None,
+        on_error: FailurePolicy = "closed",
+        max_retries: int = 32,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        super().__init__(
+            client,
+            prefix=prefix,
+            ttl=ttl,
+            on_error=on_error,
+            max_retries=max_retries,
+            breaker=breaker,
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str,
+        ttl: float | None = None,
+        on_error: FailurePolicy = "closed",
+        max_retries: int = 32,
+        breaker: CircuitBreaker | None = None,
+        socket_timeout: float = DEFAULT_TIMEOUT,
+        socket_connect_timeout: float = DEFAULT_TIMEOUT,
+        check: bool = True,
+    ) -> Self:
+        """Build the client from ``url`` (see :func:`botscale.backends.redis.connect_async`)."""
+        check_prefix(prefix)
+        client = connect_async(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            check=check,
+        )
+        store = cls(
+            client,
+            prefix=prefix,
+            ttl=ttl,
+            on_error=on_error,
+            max_retries=max_retries,
+            breaker=breaker,
+        )
+        store._owned = True
+        return store
+
+    async def get(self, key: str | int, default: Any = None) -> Any:
+        """The live value for ``key``, or ``default``."""
+        rkey = self.redis_key(key)
+        guard = self._guard
+        if guard.ready():
+            try:
+                raw = await self.client.get(rkey)
+            except self._errors as exc:
+                guard.failed(exc)
+                guard.degrade(exc)
+                return default
+            guard.ok()
+            return default if raw is None else loads(raw)
+        guard.degrade(None)
+        return default
+
+    async def set(self, key: str | int, value: Any, *, ttl: float | None = None) -> None:
+        """Store ``value`` (JSON) for ``key``, living ``ttl`` seconds (default: the store's).
+
+        Raises:
+            TypeError: ``value`` is not JSON (the message names the type).
+        """
+        rkey = self.redis_key(key)
+        data = dumps(value)
+        px = self._px(ttl)
+        guard = self._guard
+        if guard.ready():
+            try:
+                await self.client.set(rkey, data, px=px)
+            except self._errors as exc:
+                guard.failed(exc)
+                guard.degrade(exc)
+            else:
+                guard.ok()
+            return
+        guard.degrade(None)
+
+    async def delete(self, key: str | int) -> bool:
+        """Remove ``key``; ``True`` if it held a live value."""
+        rkey = self.redis_key(key)
+        guard = self._guard
+        if guard.ready():
+            try:
+                removed = await self.client.delete(rkey)
+            except self._errors as exc:
+                guard.failed(exc)
+                guard.degrade(exc)
+                return False
+            guard.ok()
+            return bool(removed)
+        guard.degrade(None)
+        return False
+
+    async def update(
+        self,
+        key: str | int,
+        fn: Callable[[Any], Any],
+        *,
+        default: Any = None,
+        ttl: float | None = None,
+    ) -> Any:
+        """Atomically replace the value with ``fn(current or default)``; return it.
+
+        See :meth:`RedisStateStore.update` (optimistic, ``fn`` may run again).
+        """
+        rkey = self.redis_key(key)
+        px = self._px(ttl)
+        guard = self._guard
+        if not guard.ready():
+            guard.degrade(None)
+            return fn(default)
+        try:
+            async with self.client.pipeline() as pipe:
+                for _ in range(self.max_retries):
+                    await pipe.watch(rkey)
+                    raw = await pipe.get(rkey)
+                    new = fn(default if raw is None else loads(raw))
+                    data = dumps(new)
+                    pipe.multi()
+                    pipe.set(rkey, data, px=px)
+                    try:
+                        await pipe.execute()
+                    except self._watch_error:
+                        continue
+                    guard.ok()
+                    return new
+        except self._errors as exc:
+            guard.failed(exc)
+            guard.degrade(exc)
+            return fn(default)
+        guard.ok()
+        raise self._lost_race(key)
+
+    async def size(self) -> int:
+        """Live entries under this prefix (SCAN: O(keys in the database))."""
+        guard = self._guard
+        if guard.ready():
+            try:
+                count = 0
+                async for _ in self.client.scan_iter(match=self._pattern(), count=_SCAN_COUNT):
+                    count += 1
+            except self._errors as exc:
+                guard.failed(exc)
+                guard.degrade(exc)
+                return 0
+            guard.ok()
+            return count
+        guard.degrade(None)
+        return 0
+
+    async def clear(self) -> int:
+        """Delete every entry under this prefix (SCAN + UNLINK); return how many."""
+        removed = 0
+        batch: list[Any] = []
+        async for rkey in self.client.scan_iter(match=self._pattern(), count=_SCAN_COUNT):
+            batch.append(rkey)
+            if len(batch) >= _SCAN_COUNT:
+                removed += await self.client.unlink(*batch)
+                batch.clear()
+        if batch:
+            removed += await self.client.unlink(*batch)
+        return removed
+
+    async def aclose(self) -> None:
+        """Close the client if :meth:`from_url` built it (a passed-in client stays yours)."""
+        if self._owned:
+            await self.client.aclose()
