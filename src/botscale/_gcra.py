@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from ._errors import ConfigurationError
 from ._validation import check_positive
@@ -92,9 +92,12 @@ class Rate:
         return f"{self.limit:g}/{self.period:g}s"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The answer to one rate-limit request.
+
+    An immutable named tuple, so ``allowed, remaining, retry_after = d`` works
+    and a decision costs a fraction of a dataclass to build (it is made on
+    every request).  ``bool(d)`` is ``d.allowed``.
 
     Attributes:
         allowed: whether the request may go ahead (its tokens were taken).
@@ -109,6 +112,10 @@ class Decision:
 
     def __bool__(self) -> bool:
         return self.allowed
+
+
+ALLOWED: Final[tuple[Decision, ...]] = tuple(Decision(True, n, 0.0) for n in range(256))
+"""Shared allowed decisions by ``remaining`` (decisions are immutable)."""
 
 
 def gcra_update(
@@ -128,11 +135,18 @@ def gcra_update(
         when denied).  The bucket is full again at ``new_tat``; a key whose TAT
         is ``<= now`` carries no information and may be dropped.
     """
+    # The memory backend's hot path inlines these exact operations, in this
+    # order (tests/test_backend_memory.py checks that both agree bit for bit).
     base = now if tat is None or tat < now else tat
-    capacity = burst * interval
     new_tat = base + cost * interval
-    if new_tat - now <= capacity + EPSILON:
-        remaining = math.floor((capacity - (new_tat - now)) / interval + EPSILON)
-        return new_tat, Decision(True, max(0, remaining), 0.0)
-    remaining = math.floor((capacity - (base - now)) / interval + EPSILON)
-    return tat, Decision(False, max(0, remaining), new_tat - now - capacity)
+    debt = new_tat - now
+    capacity = burst * interval
+    limit = capacity + EPSILON
+    if debt <= limit:
+        remaining = math.floor((limit - debt) / interval)
+        return new_tat, ALLOWED[remaining] if remaining < 256 else Decision(True, remaining, 0.0)
+    # Denied: the whole tokens held now, fewer than cost (clamped against
+    # rounding, and against a TAT another limiter or clock left beyond this
+    # capacity).
+    held = min(cost - 1, math.floor((limit - (base - now)) / interval)) if cost > 1 else 0
+    return tat, Decision(False, max(0, held), debt - capacity)
