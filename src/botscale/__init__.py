@@ -28,6 +28,7 @@ from ._errors import (
     WriterClosedError,
 )
 from ._gcra import Decision, Rate
+from ._limiter import AsyncRateLimiter, RateLimiter, RateLimiterStats, rate_limited
 from ._protocols import AsyncRateLimitBackend, AsyncStateStore, RateLimitBackend, StateStore
 from ._retry import RetryPolicy, RetryStats, retry, retry_stats, retry_testing
 
@@ -36,6 +37,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "AsyncKeyedLock",
     "AsyncRateLimitBackend",
+    "AsyncRateLimiter",
     "AsyncSleep",
     "AsyncStateStore",
     "BackendError",
@@ -50,11 +52,14 @@ __all__ = [
     "Rate",
     "RateLimitBackend",
     "RateLimitExceeded",
+    "RateLimiter",
+    "RateLimiterStats",
     "RetryPolicy",
     "RetryStats",
     "Sleep",
     "StateStore",
     "WriterClosedError",
+    "rate_limited",
     "retry",
     "retry_stats",
     "retry_testing",

@@ -7,5 +7,12 @@
 from __future__ import annotations
 
 from .._protocols import AsyncRateLimitBackend, AsyncStateStore, RateLimitBackend, StateStore
+from .memory import MemoryBackend
 
-__all__ = ["AsyncRateLimitBackend", "AsyncStateStore", "RateLimitBackend", "StateStore"]
+__all__ = [
+    "AsyncRateLimitBackend",
+    "AsyncStateStore",
+    "MemoryBackend",
+    "RateLimitBackend",
+    "StateStore",
+]
