@@ -6,6 +6,7 @@ is built, not when this module is imported.
 - :class:`RedisBackend` / :class:`AsyncRedisBackend`: GCRA buckets for
   ``RateLimiter`` / ``AsyncRateLimiter``, one Lua script per decision, server time.
 - :class:`RedisStateStore` / :class:`AsyncRedisStateStore`: JSON state with TTL.
+- :class:`RedisKeyedLock` / :class:`AsyncRedisKeyedLock`: per-key locks with TTL.
 - :class:`CircuitBreaker`, :class:`RedisStats`: the failure handling every
   component shares (``on_error="open"`` / ``"closed"``).
 - :func:`connect` / :func:`connect_async`: clients with timeouts from a URL.
@@ -18,16 +19,19 @@ from __future__ import annotations
 from ._breaker import BreakerState, CircuitBreaker, FailurePolicy, RedisStats
 from ._redis_base import connect, connect_async, mask_url
 from ._redis_limiter import AsyncRedisBackend, LimiterPolicy, RedisBackend
+from ._redis_lock import AsyncRedisKeyedLock, RedisKeyedLock
 from ._redis_state import AsyncRedisStateStore, RedisStateStore
 
 __all__ = [
     "AsyncRedisBackend",
+    "AsyncRedisKeyedLock",
     "AsyncRedisStateStore",
     "BreakerState",
     "CircuitBreaker",
     "FailurePolicy",
     "LimiterPolicy",
     "RedisBackend",
+    "RedisKeyedLock",
     "RedisStateStore",
     "RedisStats",
     "connect",
