@@ -31,6 +31,7 @@ from ._gcra import Decision, Rate
 from ._limiter import AsyncRateLimiter, RateLimiter, RateLimiterStats, rate_limited
 from ._protocols import AsyncRateLimitBackend, AsyncStateStore, RateLimitBackend, StateStore
 from ._retry import RetryPolicy, RetryStats, retry, retry_stats, retry_testing
+from ._settings import SettingInfo, Settings
 
 __version__ = "0.1.0.dev0"
 
@@ -56,6 +57,8 @@ __all__ = [
     "RateLimiterStats",
     "RetryPolicy",
     "RetryStats",
+    "SettingInfo",
+    "Settings",
     "Sleep",
     "StateStore",
     "WriterClosedError",
