@@ -20,6 +20,8 @@ from ._concurrency import (
     ConcurrencyTimeout,
     KeyedLock,
 )
+from ._cache import CacheInfo, Cached, cached
+from ._dedup import AsyncDeduplicator, DedupStats, Deduplicator
 from ._errors import (
     BackendError,
     BotscaleError,
@@ -29,27 +31,44 @@ from ._errors import (
 )
 from ._gcra import Decision, Rate
 from ._limiter import AsyncRateLimiter, RateLimiter, RateLimiterStats, rate_limited
-from ._protocols import AsyncRateLimitBackend, AsyncStateStore, RateLimitBackend, StateStore
+from ._protocols import (
+    AsyncDedupStore,
+    AsyncRateLimitBackend,
+    AsyncStateStore,
+    DedupStore,
+    RateLimitBackend,
+    StateStore,
+)
 from ._retry import RetryPolicy, RetryStats, retry, retry_stats, retry_testing
 from ._settings import SettingInfo, Settings
+from ._state import AsyncMemoryStateStore, MemoryStateStore, Session, StoreStats
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AsyncDedupStore",
+    "AsyncDeduplicator",
     "AsyncKeyedLock",
+    "AsyncMemoryStateStore",
     "AsyncRateLimitBackend",
     "AsyncRateLimiter",
     "AsyncSleep",
     "AsyncStateStore",
     "BackendError",
     "BotscaleError",
+    "CacheInfo",
+    "Cached",
     "Clock",
     "ConcurrencyLimiter",
     "ConcurrencyStats",
     "ConcurrencyTimeout",
     "ConfigurationError",
     "Decision",
+    "DedupStats",
+    "DedupStore",
+    "Deduplicator",
     "KeyedLock",
+    "MemoryStateStore",
     "Rate",
     "RateLimitBackend",
     "RateLimitExceeded",
@@ -57,11 +76,14 @@ __all__ = [
     "RateLimiterStats",
     "RetryPolicy",
     "RetryStats",
+    "Session",
     "SettingInfo",
     "Settings",
     "Sleep",
     "StateStore",
+    "StoreStats",
     "WriterClosedError",
+    "cached",
     "rate_limited",
     "retry",
     "retry_stats",
