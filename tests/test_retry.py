@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import tenacity
@@ -548,3 +550,15 @@ def test_retry_testing_rejects_bad_attempts() -> None:
 def test_decorating_a_non_callable_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="callable"):
         retry(on=OSError)(42)  # type: ignore[arg-type]
+
+
+def test_docs_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
+    page = Path(__file__).resolve().parents[1] / "docs" / "retry.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    assert len(blocks) >= 6
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), {"__name__": "docs_example"})
+    out = capsys.readouterr().out
+    assert "saved 'B' for 42" in out
+    assert "sent" in out
+    assert "recovered=1" in out
