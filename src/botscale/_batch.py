@@ -1,0 +1,1606 @@
+"""Batched, back-pressured, loss-free writes: ``AsyncBatchWriter`` and ``BatchWriter``.
+
+A bot puts one item (a row) per answer; a writer collects them and hands the
+sink a batch when ``max_batch`` items wait or the oldest has waited
+``max_delay`` seconds, whichever comes first.  The two twins share the pure
+bookkeeping in :class:`_Core` (what is pending, what is due, what is in
+flight, the counters); they differ only in how they wait (a thread and a
+``threading.Condition``, or asyncio tasks) and how they call the sink.
+
+Guarantees (each one has a test):
+
+* Nothing vanishes.  Every item put is, in the end, written, dead-lettered,
+  dropped by the overflow policy you chose (counted, and passed to
+  ``on_drop``), or, if even the dead-letter handler fails, logged at ERROR
+  with its values and counted.  ``BatchStats`` adds up:
+  ``items_in == written + dead_lettered + dead_letter_failures + dropped +
+  pending + in_flight``.
+* A failing batch is retried with :mod:`botscale.retry` (backoff, attempts and
+  a time budget); after that it goes to the dead-letter handler.  An error the
+  sink calls permanent (a constraint violation, a value of the wrong type) is
+  not retried: the batch is split in halves until the bad rows are isolated,
+  so one bad row does not take its neighbours down with it.
+* Order is kept: one batch at a time, oldest first, a failing batch retried in
+  place before the next one is written.  Only when order does not matter
+  (``ordered=False``, or a sink with ``ordered = False``) may ``concurrency``
+  batches be written at once.
+* Shutdown drains: ``flush()``, ``close()``/``aclose()`` and the context
+  managers return only once everything put before them is written or
+  dead-lettered; ``close_timeout`` bounds that, and what is left then goes to
+  the dead letters, not to the floor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import functools
+import inspect
+import logging
+import signal
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import FrameType, TracebackType
+from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, cast
+
+from ._clock import AsyncSleep, Clock, Sleep
+from ._deadletter import DeadLetterFile, log_dead_letters
+from ._errors import BotscaleError, ConfigurationError, WriterClosedError
+from ._retry import ExceptionMatcher, RetryPolicy
+from ._validation import check_non_negative, check_positive, check_positive_int
+
+__all__ = [
+    "AsyncBatchWriter",
+    "BatchStats",
+    "BatchWriter",
+    "DeadLetterHandler",
+    "Overflow",
+    "Sink",
+    "WriterFullError",
+    "install_signal_handlers",
+]
+
+T = TypeVar("T")
+
+Overflow: TypeAlias = Literal["block", "drop_oldest", "reject"]
+"""What ``put`` does when ``max_pending`` items wait: wait for room, drop the
+oldest pending item, or refuse the new one."""
+
+Sink: TypeAlias = Callable[[list[T]], object]
+"""A sink: any callable taking a list of items, sync or ``async``.
+
+It may declare, as attributes: ``columns`` (names, so rows are checked at
+``put`` and mappings accepted) or ``arity`` (an int); ``ordered = False`` (the
+order of rows does not matter); ``permanent_errors`` (a tuple of exception
+types retrying cannot fix); ``dead_letter_path`` (where the default
+dead-letter file goes); ``close()`` or ``aclose()`` (called when the writer
+closes, unless ``close_sink=False``).  A sink should write a batch atomically
+(one transaction): then a retried batch is never written twice."""
+
+DeadLetterHandler: TypeAlias = Callable[[list[T], BaseException], object]
+"""``handler(items, error)``: receives a batch that could not be written
+(sync; the async writer also awaits an ``async`` handler)."""
+
+_log: Final = logging.getLogger("botscale.batch")
+_OVERFLOWS: Final = ("block", "drop_oldest", "reject")
+
+
+class WriterFullError(BotscaleError, TimeoutError):
+    """``put`` waited ``timeout`` seconds for room in a full writer (``overflow="block"``).
+
+    The item was not accepted; the caller still holds it.
+    """
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """A snapshot of a writer's counters.
+
+    Every item put is accounted for exactly once::
+
+        items_in == written + dead_lettered + dead_letter_failures
+                    + dropped + pending + in_flight
+
+    Attributes:
+        items_in: items accepted by ``put``.
+        written: items the sink accepted.
+        batches: successful sink calls.
+        retries: sink calls repeated after a failure.
+        splits: failed batches split in halves to isolate bad rows.
+        dead_lettered: items handed to the dead-letter handler.
+        dead_letter_failures: items whose dead-letter handler failed too; they
+            were logged at ERROR with their values.
+        dropped: items shed by ``overflow="drop_oldest"`` / ``"reject"``.
+        pending: items waiting for a batch.
+        in_flight: items in batches being written.
+        last_flush_latency: seconds the last batch took from being taken to
+            being written or dead-lettered, retries included (``None`` before
+            the first).
+    """
+
+    items_in: int
+    written: int
+    batches: int
+    retries: int
+    splits: int
+    dead_lettered: int
+    dead_letter_failures: int
+    dropped: int
+    pending: int
+    in_flight: int
+    last_flush_latency: float | None
+
+
+class _Aborted(Exception):
+    """Raised by the backoff sleep when ``close_timeout`` ran out."""
+
+
+@dataclass
+class _Outcome(Generic[T]):
+    """What became of one batch (and the halves it was split into).
+
+    Halves are written left to right, so the items written or set aside for
+    the dead letters so far are always a prefix of the batch: ``done`` long.
+    """
+
+    written: int = 0
+    batches: int = 0
+    splits: int = 0
+    dead: int = 0
+    dead_failed: int = 0
+    done: int = 0
+    failures: list[tuple[list[T], BaseException]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------
+# The shared, pure bookkeeping.
+# --------------------------------------------------------------------------------------
+
+
+class _Core(Generic[T]):
+    """Pending items, due batches, in-flight batches and counters; no waiting, no I/O.
+
+    Items carry implicit sequence numbers: the head of the queue has number
+    ``removed`` and the last one ``items_in - 1``.  ``flush()`` asks for every
+    item numbered below a target to be resolved; an in-flight batch is keyed
+    by the number of its first item.  Not thread-safe: the threaded twin holds
+    its lock around every call.
+    """
+
+    __slots__ = (
+        "batches",
+        "closed",
+        "dead_letter_failures",
+        "dead_lettered",
+        "dropped",
+        "flush_target",
+        "in_flight",
+        "in_flight_items",
+        "items",
+        "items_in",
+        "last_latency",
+        "max_batch",
+        "max_delay",
+        "max_pending",
+        "removed",
+        "splits",
+        "times",
+        "written",
+    )
+
+    def __init__(self, max_batch: int, max_delay: float, max_pending: int) -> None:
+        self.max_batch = max_batch
+        self.max_delay = max_delay
+        self.max_pending = max_pending
+        self.items: deque[T] = deque()
+        self.times: deque[float] = deque()
+        self.removed = 0
+        self.items_in = 0
+        self.written = 0
+        self.batches = 0
+        self.splits = 0
+        self.dead_lettered = 0
+        self.dead_letter_failures = 0
+        self.dropped = 0
+        self.in_flight: dict[int, int] = {}
+        self.in_flight_items = 0
+        self.flush_target = 0
+        self.closed = False
+        self.last_latency: float | None = None
+
+    def full(self) -> bool:
+        return len(self.items) >= self.max_pending
+
+    def append(self, item: T, now: float) -> int:
+        """Queue ``item``; return how many items are pending now."""
+        self.items.append(item)
+        self.times.append(now)
+        self.items_in += 1
+        return len(self.items)
+
+    def drop_oldest(self) -> T:
+        self.times.popleft()
+        self.removed += 1
+        self.dropped += 1
+        return self.items.popleft()
+
+    def due(self, now: float) -> bool:
+        """Whether a batch should be taken now."""
+        n = len(self.items)
+        if not n:
+            return False
+        return (
+            n >= self.max_batch
+            or self.closed
+            or self.removed < self.flush_target
+            or now - self.times[0] >= self.max_delay
+        )
+
+    def wait_time(self, now: float) -> float | None:
+        """Seconds until the oldest item is due by age (``None``: nothing pending)."""
+        if not self.items:
+            return None
+        return max(0.0, self.times[0] + self.max_delay - now)
+
+    def take(self, limit: int | None = None) -> tuple[int, list[T]]:
+        """Move up to ``limit`` (default ``max_batch``) items in flight; return its key."""
+        items = self.items
+        n = min(len(items), self.max_batch if limit is None else limit)
+        key = self.removed
+        if n == len(items):
+            batch = list(items)
+            items.clear()
+            self.times.clear()
+        else:
+            popleft = items.popleft
+            batch = [popleft() for _ in range(n)]
+            times = self.times
+            for _ in range(n):
+                times.popleft()
+        self.removed += n
+        self.in_flight[key] = n
+        self.in_flight_items += n
+        return key, batch
+
+    def finish(self, key: int, outcome: _Outcome[T], latency: float) -> None:
+        self.in_flight_items -= self.in_flight.pop(key)
+        self.written += outcome.written
+        self.batches += outcome.batches
+        self.splits += outcome.splits
+        self.dead_lettered += outcome.dead
+        self.dead_letter_failures += outcome.dead_failed
+        self.last_latency = latency
+
+    def request_flush(self) -> int:
+        target = self.items_in
+        if target > self.flush_target:
+            self.flush_target = target
+        return target
+
+    def resolved(self, target: int) -> bool:
+        """Whether every item numbered below ``target`` is written, dead or dropped."""
+        if self.removed < target:
+            return False
+        return all(first >= target for first in self.in_flight)
+
+    def drained(self) -> bool:
+        return not self.items and not self.in_flight
+
+    def stats(self, retries: int) -> BatchStats:
+        return BatchStats(
+            items_in=self.items_in,
+            written=self.written,
+            batches=self.batches,
+            retries=retries,
+            splits=self.splits,
+            dead_lettered=self.dead_lettered,
+            dead_letter_failures=self.dead_letter_failures,
+            dropped=self.dropped,
+            pending=len(self.items),
+            in_flight=self.in_flight_items,
+            last_flush_latency=self.last_latency,
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Configuration shared by both twins.
+# --------------------------------------------------------------------------------------
+
+
+def _row_checker(sink: object, name: str) -> Callable[[Any], Any] | None:
+    """A put-time check of a row's shape from the sink's ``columns`` or ``arity``."""
+    columns = getattr(sink, "columns", None)
+    arity = getattr(sink, "arity", None)
+    if columns is not None:
+        if isinstance(columns, (str, bytes)) or not isinstance(columns, Iterable):
+            raise TypeError(f"{name}.columns must be a sequence of column names")
+        names = tuple(columns)
+        n = len(names)
+    elif arity is not None:
+        names = ()
+        n = check_positive_int(f"{name}.arity", arity)
+    else:
+        return None
+    wanted = ", ".join(names) if names else f"{n} values"
+    shape = f"{n} columns ({wanted})" if names else wanted
+
+    def check(row: Any) -> Any:
+        kind = type(row)
+        if kind is tuple or kind is list:
+            if len(row) == n:
+                return row
+        elif isinstance(row, Mapping) and names:
+            if len(row) == n and all(c in row for c in names):
+                return tuple([row[c] for c in names])
+            raise ValueError(
+                f"row {row!r} does not match {name}: its keys must be exactly {wanted}"
+            )
+        elif isinstance(row, (str, bytes)) or not isinstance(row, Sequence):
+            accepted = "a tuple, a list or a mapping" if names else "a tuple or a list"
+            raise TypeError(f"a row for {name} must be {accepted}, got {kind.__name__}")
+        elif len(row) == n:
+            return row
+        raise ValueError(f"row {row!r} has {len(row)} values but {name} expects {shape}")
+
+    return check
+
+
+def _sink_name(sink: object) -> str:
+    name = getattr(sink, "name", None)
+    if isinstance(name, str):
+        return name
+    return getattr(sink, "__qualname__", None) or type(sink).__name__
+
+
+def _is_async_callable(fn: object) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - looking for an async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _matches(matcher: ExceptionMatcher, exc: BaseException) -> bool:
+    if isinstance(matcher, (type, tuple)):
+        return isinstance(exc, matcher)
+    return isinstance(exc, Exception) and bool(matcher(exc))
+
+
+class _Settings(Generic[T]):
+    """Validated writer arguments, shared by both twins."""
+
+    def __init__(
+        self,
+        sink: Sink[T],
+        *,
+        max_batch: int,
+        max_delay: float,
+        max_pending: int,
+        overflow: Overflow,
+        on_drop: Callable[[T], object] | None,
+        retry: RetryPolicy | None,
+        retry_on: ExceptionMatcher | None,
+        retry_attempts: int | None,
+        retry_timeout: float | None,
+        retry_backoff: float | None,
+        retry_max_backoff: float | None,
+        dead_letter: DeadLetterHandler[T] | None,
+        ordered: bool | None,
+        concurrency: int,
+        split_on_failure: bool,
+        close_timeout: float | None,
+        close_sink: bool,
+        name: str | None,
+        clock: Clock,
+    ) -> None:
+        if not callable(sink):
+            raise TypeError(
+                f"sink must be a callable taking a list of items (sync or async), "
+                f"got {type(sink).__name__}"
+            )
+        self.sink = sink
+        self.name = name if name is not None else _sink_name(sink)
+        self.max_batch = check_positive_int("max_batch", max_batch)
+        self.max_delay = check_positive("max_delay", max_delay)
+        self.max_pending = check_positive_int("max_pending", max_pending)
+        if self.max_pending < self.max_batch:
+            raise ConfigurationError(
+                f"max_pending must be an int >= max_batch ({max_batch!r}), got {max_pending!r}"
+            )
+        if overflow not in _OVERFLOWS:
+            raise ConfigurationError(
+                f"overflow must be one of {', '.join(map(repr, _OVERFLOWS))}, got {overflow!r}"
+            )
+        self.overflow = overflow
+        if on_drop is not None and not callable(on_drop):
+            raise TypeError(
+                f"on_drop must be a callable (item -> None), got {type(on_drop).__name__}"
+            )
+        self.on_drop = on_drop
+        self.concurrency = check_positive_int("concurrency", concurrency)
+        self.ordered = bool(getattr(sink, "ordered", True)) if ordered is None else bool(ordered)
+        if self.concurrency > 1 and self.ordered:
+            raise ConfigurationError(
+                f"concurrency must be 1 while order matters (writing batches at once can "
+                f"reorder items), got {concurrency!r}; pass ordered=False if the sink "
+                f"does not care about order"
+            )
+        self.split_on_failure = bool(split_on_failure)
+        self.close_timeout = (
+            None if close_timeout is None else check_non_negative("close_timeout", close_timeout)
+        )
+        self.close_sink = bool(close_sink)
+        self.clock = clock
+        self.check_row = _row_checker(sink, self.name)
+        permanent = getattr(sink, "permanent_errors", ())
+        if isinstance(permanent, type):
+            permanent = (permanent,)
+        self.permanent: tuple[type[BaseException], ...] = tuple(permanent)
+        self.is_async_sink = _is_async_callable(sink)
+
+        knobs = {
+            "retry_on": retry_on,
+            "retry_attempts": retry_attempts,
+            "retry_timeout": retry_timeout,
+            "retry_backoff": retry_backoff,
+            "retry_max_backoff": retry_max_backoff,
+        }
+        self.retry = retry
+        if retry is not None:
+            given = [k for k, v in knobs.items() if v is not None]
+            if not isinstance(retry, RetryPolicy):
+                raise TypeError(
+                    f"retry must be a botscale.RetryPolicy (from botscale.retry(...)), "
+                    f"got {type(retry).__name__}"
+                )
+            if given:
+                raise ConfigurationError(
+                    f"retry and {', '.join(given)} cannot be combined: put those settings "
+                    f"in the RetryPolicy"
+                )
+        self.retry_on: ExceptionMatcher = Exception if retry_on is None else retry_on
+        self.retry_attempts = check_positive_int(
+            "retry_attempts", 5 if retry_attempts is None else retry_attempts
+        )
+        self.retry_timeout = (
+            60.0 if retry_timeout is None else check_non_negative("retry_timeout", retry_timeout)
+        )
+        self.retry_backoff = check_non_negative(
+            "retry_backoff", 0.5 if retry_backoff is None else retry_backoff
+        )
+        self.retry_max_backoff = check_non_negative(
+            "retry_max_backoff", 10.0 if retry_max_backoff is None else retry_max_backoff
+        )
+        if self.retry_max_backoff < self.retry_backoff:
+            raise ConfigurationError(
+                f"retry_max_backoff must be >= retry_backoff ({self.retry_backoff!r}), "
+                f"got {retry_max_backoff!r}"
+            )
+        if dead_letter is None:
+            path = getattr(sink, "dead_letter_path", None)
+            dead_letter = DeadLetterFile(path) if path else log_dead_letters
+        elif not callable(dead_letter):
+            raise TypeError(
+                f"dead_letter must be a callable (items, error) -> None, "
+                f"got {type(dead_letter).__name__}"
+            )
+        self.dead_letter: DeadLetterHandler[T] = dead_letter
+
+    def permanent_error(self, exc: BaseException) -> bool:
+        """Whether retrying cannot fix ``exc`` (so a batch is split rather than retried)."""
+        if isinstance(exc, self.permanent):
+            return True
+        return self.retry is None and not _matches(self.retry_on, exc)
+
+    def policy(self, sleep: Sleep, async_sleep: AsyncSleep) -> RetryPolicy:
+        """The retry policy: the one given, or one built from the ``retry_*`` settings."""
+        if self.retry is not None:
+            return self.retry
+        permanent = self.permanent
+        retry_on = self.retry_on
+
+        def transient(exc: BaseException) -> bool:
+            return not isinstance(exc, permanent) and _matches(retry_on, exc)
+
+        return RetryPolicy(
+            on=transient,
+            attempts=self.retry_attempts,
+            timeout=self.retry_timeout,
+            initial=self.retry_backoff,
+            max_wait=self.retry_max_backoff,
+            clock=self.clock,
+            sleep=sleep,
+            async_sleep=async_sleep,
+            name=f"{self.name} (batch write)",
+        )
+
+
+def _report_unrecorded(name: str, items: list[Any], error: BaseException, why: object) -> None:
+    _log.error(
+        "%s: the dead-letter handler failed (%r) for %d items that could not be written "
+        "(%s: %s); they are stored nowhere else, here they are: %r",
+        name,
+        why,
+        len(items),
+        type(error).__name__,
+        error,
+        items,
+    )
+
+
+def _call_on_drop(settings: _Settings[T], item: T) -> None:
+    if settings.on_drop is None:
+        return
+    try:
+        settings.on_drop(item)
+    except Exception:
+        _log.exception("%s: on_drop raised for dropped item %r", settings.name, item)
+
+
+def _closed_error(name: str) -> WriterClosedError:
+    return WriterClosedError(f"the batch writer for {name} is closed; put() is no longer accepted")
+
+
+def _abort_error(name: str, timeout: float | None) -> WriterClosedError:
+    return WriterClosedError(
+        f"the batch writer for {name} closed before these items were written "
+        f"(close_timeout {timeout!r} s ran out)"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# A private event loop in a thread: async sinks (PostgresSink) behind the threaded twin.
+# --------------------------------------------------------------------------------------
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread, for coroutines from sync code."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, Any] | Awaitable[Any]) -> Any:
+        async def wrap() -> Any:
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join()
+        self.loop.close()
+
+
+# --------------------------------------------------------------------------------------
+# The threaded twin.
+# --------------------------------------------------------------------------------------
+
+
+def _close_at_exit(ref: weakref.ref[BatchWriter[Any]]) -> None:
+    writer = ref()
+    if writer is not None:
+        writer.close()
+
+
+class BatchWriter(Generic[T]):
+    """Batch items into a sink from sync code (telebot, scripts), on a background thread.
+
+    ``put`` is thread-safe and returns at once unless ``max_pending`` items
+    wait; a worker thread hands the sink a batch when ``max_batch`` items wait
+    or the oldest has waited ``max_delay`` seconds.  A writer that is never
+    closed is drained at interpreter exit.  See :class:`AsyncBatchWriter` for
+    every argument; only the waiting differs.
+
+    ::
+
+        with BatchWriter(SQLiteSink("bot.db", "answers", ["user_id", "ok"])) as w:
+            w.put((42, True))
+    """
+
+    def __init__(
+        self,
+        sink: Sink[T],
+        max_batch: int = 50,
+        max_delay: float = 2.0,
+        max_pending: int = 10_000,
+        *,
+        overflow: Overflow = "block",
+        on_drop: Callable[[T], object] | None = None,
+        retry: RetryPolicy | None = None,
+        retry_on: ExceptionMatcher | None = None,
+        retry_attempts: int | None = None,
+        retry_timeout: float | None = None,
+        retry_backoff: float | None = None,
+        retry_max_backoff: float | None = None,
+        dead_letter: DeadLetterHandler[T] | None = None,
+        ordered: bool | None = None,
+        concurrency: int = 1,
+        split_on_failure: bool = True,
+        close_timeout: float | None = None,
+        close_sink: bool = True,
+        name: str | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self._s: _Settings[T] = _Settings(
+            sink,
+            max_batch=max_batch,
+            max_delay=max_delay,
+            max_pending=max_pending,
+            overflow=overflow,
+            on_drop=on_drop,
+            retry=retry,
+            retry_on=retry_on,
+            retry_attempts=retry_attempts,
+            retry_timeout=retry_timeout,
+            retry_backoff=retry_backoff,
+            retry_max_backoff=retry_max_backoff,
+            dead_letter=dead_letter,
+            ordered=ordered,
+            concurrency=concurrency,
+            split_on_failure=split_on_failure,
+            close_timeout=close_timeout,
+            close_sink=close_sink,
+            name=name,
+            clock=clock,
+        )
+        self._core: _Core[T] = _Core(self._s.max_batch, self._s.max_delay, self._s.max_pending)
+        self._cond = threading.Condition(threading.Lock())
+        self._clock = clock
+        self._user_sleep = sleep
+        self._policy = self._s.policy(self._backoff_sleep, self._unused_async_sleep)
+        self._aborting = False
+        self._sink_closed = False
+        self._loop_thread: _LoopThread | None = None
+        self._loop_lock = threading.Lock()
+        # Signal handling (install_signal_handlers): the handler runs in the main
+        # thread between two bytecodes; inside put()'s bookkeeping it only notes
+        # the exit, which put() then raises once its item is fully accounted for.
+        self._sig_guard = False
+        self._sig_main = threading.main_thread().ident
+        self._sig_busy = False
+        self._sig_exit: int | None = None
+        self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._exit_hook)
+        self._workers = [
+            threading.Thread(
+                target=self._work, name=f"botscale-batch-{self._s.name}-{i}", daemon=True
+            )
+            for i in range(self._s.concurrency)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    # -- putting --------------------------------------------------------------------
+
+    def put(self, item: T, timeout: float | None = None) -> bool:
+        """Queue ``item`` for the next batch.
+
+        Args:
+            item: the item (a row: its shape is checked here if the sink
+                declares ``columns`` or ``arity``).
+            timeout: with ``overflow="block"``, the most seconds to wait for
+                room when ``max_pending`` items wait (``None``: as long as it
+                takes).
+
+        Returns:
+            ``True`` if the item was queued; ``False`` if ``overflow="reject"``
+            refused it (it was counted as dropped and passed to ``on_drop``).
+
+        Raises:
+            WriterClosedError: the writer is closed.
+            WriterFullError: no room within ``timeout``.
+            ValueError, TypeError: the row does not fit the sink's columns.
+        """
+        s = self._s
+        if s.check_row is not None:
+            item = s.check_row(item)
+        core = self._core
+        guard = self._sig_guard and threading.get_ident() == self._sig_main
+        try:
+            with self._cond:
+                if core.closed:
+                    raise _closed_error(s.name)
+                full = len(core.items) >= s.max_pending
+                if full and s.overflow == "block":
+                    self._wait_for_room(timeout)
+                    full = False
+                if guard:
+                    self._sig_busy = True
+                if full and s.overflow == "reject":
+                    core.items_in += 1
+                    core.dropped += 1
+                    shed = item
+                else:
+                    if full:
+                        shed = core.drop_oldest()
+                    n = core.append(item, self._clock())
+                    if n == 1 or n == s.max_batch:
+                        self._cond.notify_all()
+            if full:
+                _call_on_drop(s, shed)
+        finally:
+            if guard:
+                self._leave_busy()
+        return not (full and s.overflow == "reject")
+
+    def _wait_for_room(self, timeout: float | None) -> None:
+        """Wait (holding the condition) until there is room; raise if closed or too late."""
+        core = self._core
+        deadline = (
+            None if timeout is None else self._clock() + check_non_negative("timeout", timeout)
+        )
+        while len(core.items) >= self._s.max_pending:
+            if core.closed:
+                raise _closed_error(self._s.name)
+            remaining = None if deadline is None else deadline - self._clock()
+            if remaining is not None and remaining <= 0:
+                raise WriterFullError(
+                    f"the batch writer for {self._s.name} stayed full ({self._s.max_pending} "
+                    f"items pending) for {timeout!r} s; the item was not queued"
+                )
+            self._cond.wait(remaining)
+        if core.closed:
+            raise _closed_error(self._s.name)
+
+    def _leave_busy(self) -> None:
+        self._sig_busy = False
+        code = self._sig_exit
+        if code is not None:
+            self._sig_exit = None
+            raise SystemExit(code)
+
+    # -- the worker -----------------------------------------------------------------
+
+    def _work(self) -> None:
+        core = self._core
+        cond = self._cond
+        clock = self._clock
+        while True:
+            with cond:
+                while True:
+                    now = clock()
+                    if core.due(now):
+                        break
+                    if core.closed and not core.items:
+                        cond.notify_all()
+                        return
+                    cond.wait(core.wait_time(now))
+                key, batch = core.take()
+                cond.notify_all()
+            start = clock()
+            outcome: _Outcome[T] = _Outcome()
+            try:
+                self._write_all(batch, outcome)
+                self._dead_letter(outcome)
+            finally:
+                with cond:
+                    core.finish(key, outcome, clock() - start)
+                    cond.notify_all()
+
+    def _call_sink(self, batch: list[T]) -> object:
+        sink = self._s.sink
+        if self._s.is_async_sink:
+            return self._loop().run(cast("Awaitable[object]", sink(batch)))
+        return sink(batch)
+
+    def _write_all(self, batch: list[T], out: _Outcome[T]) -> None:
+        last: list[BaseException] = []
+
+        def attempt(items: list[T]) -> object:
+            try:
+                return self._call_sink(items)
+            except BaseException as exc:
+                last.append(exc)
+                raise
+
+        try:
+            self._policy.call(attempt, batch)
+        except _Aborted:
+            out.failures.append((batch, last[-1] if last else _abort_error(self._s.name, None)))
+            out.done += len(batch)
+            return
+        except BaseException as exc:
+            if self._s.split_on_failure and len(batch) > 1 and self._s.permanent_error(exc):
+                out.splits += 1
+                mid = len(batch) // 2
+                self._write_all(batch[:mid], out)
+                self._write_all(batch[mid:], out)
+            else:
+                out.failures.append((batch, exc))
+                out.done += len(batch)
+            return
+        out.written += len(batch)
+        out.batches += 1
+        out.done += len(batch)
+
+    def _dead_letter(self, out: _Outcome[T]) -> None:
+        handler = self._s.dead_letter
+        for items, error in out.failures:
+            try:
+                result = handler(items, error)
+                if inspect.isawaitable(result):
+                    self._loop().run(result)
+                out.dead += len(items)
+            except Exception as why:
+                out.dead_failed += len(items)
+                _report_unrecorded(self._s.name, items, error, why)
+        out.failures.clear()
+
+    def _backoff_sleep(self, seconds: float) -> None:
+        if self._aborting:
+            raise _Aborted
+        if self._user_sleep is not None:
+            self._user_sleep(seconds)
+        else:
+            with self._cond:
+                self._cond.wait_for(lambda: self._aborting, seconds)
+        if self._aborting:
+            raise _Aborted
+
+    async def _unused_async_sleep(self, seconds: float) -> None:  # pragma: no cover
+        raise AssertionError("the threaded writer never awaits its retry policy")
+
+    def _loop(self) -> _LoopThread:
+        with self._loop_lock:
+            if self._loop_thread is None:
+                self._loop_thread = _LoopThread(f"botscale-batch-{self._s.name}-loop")
+            return self._loop_thread
+
+    # -- flushing and closing -------------------------------------------------------
+
+    def wake(self) -> None:
+        """Re-check the flush rule now.
+
+        Only needed when the writer runs on a fake clock: after
+        ``clock.advance(...)`` the worker learns that a batch became due.
+        """
+        with self._cond:
+            self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Write everything put so far, now; return when it is written or dead-lettered.
+
+        Args:
+            timeout: the most seconds to wait (``None``: as long as it takes).
+
+        Raises:
+            TimeoutError: not everything was resolved within ``timeout``.
+        """
+        core = self._core
+        with self._cond:
+            target = core.request_flush()
+            self._cond.notify_all()
+            deadline = None if timeout is None else self._clock() + timeout
+            while not core.resolved(target):
+                remaining = None if deadline is None else deadline - self._clock()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(
+                        f"flush of {self._s.name} did not finish within {timeout!r} s"
+                    )
+                self._cond.wait(remaining)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting items, drain everything pending, then close the sink.
+
+        Calling it again is harmless (it waits for the drain too).
+
+        Args:
+            timeout: the most seconds to spend draining (default:
+                ``close_timeout``); what is left then goes to the dead letters.
+        """
+        guard = self._sig_guard and threading.get_ident() == self._sig_main
+        if guard:
+            self._sig_busy = True
+        try:
+            self._close(self._s.close_timeout if timeout is None else timeout)
+        finally:
+            if guard:
+                self._leave_busy()
+
+    def _close(self, timeout: float | None) -> None:
+        core = self._core
+        cond = self._cond
+        with cond:
+            core.closed = True
+            cond.notify_all()
+        atexit.unregister(self._exit_hook)
+        deadline = None if timeout is None else self._clock() + timeout
+        with cond:
+            while not core.drained():
+                remaining = None if deadline is None else deadline - self._clock()
+                if remaining is not None and remaining <= 0:
+                    break
+                cond.wait(remaining)
+            leftovers: tuple[int, list[T]] | None = None
+            if not core.drained():
+                self._aborting = True
+                cond.notify_all()
+                if core.items:
+                    leftovers = core.take(len(core.items))
+        if leftovers is not None:
+            key, items = leftovers
+            outcome: _Outcome[T] = _Outcome()
+            outcome.failures.append((items, _abort_error(self._s.name, timeout)))
+            start = self._clock()
+            try:
+                self._dead_letter(outcome)
+            finally:
+                with cond:
+                    core.finish(key, outcome, self._clock() - start)
+                    cond.notify_all()
+        current = threading.current_thread()
+        for worker in self._workers:
+            if worker is not current:
+                worker.join()
+        with cond:
+            close_sink = self._s.close_sink and not self._sink_closed
+            self._sink_closed = True
+        if close_sink:
+            self._close_sink()
+        with self._loop_lock:
+            loop_thread, self._loop_thread = self._loop_thread, None
+        if loop_thread is not None:
+            loop_thread.stop()
+
+    def _close_sink(self) -> None:
+        sink = self._s.sink
+        try:
+            aclose = getattr(sink, "aclose", None)
+            if aclose is not None and _is_async_callable(aclose):
+                self._loop().run(aclose())
+                return
+            close = getattr(sink, "close", None)
+            if callable(close):
+                result = close()
+                if inspect.isawaitable(result):
+                    self._loop().run(result)
+        except Exception:
+            _log.exception("%s: closing the sink failed", self._s.name)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._core.closed
+
+    def stats(self) -> BatchStats:
+        """A snapshot of the counters (see :class:`BatchStats`)."""
+        with self._cond:
+            return self._core.stats(self._policy.stats.retries)
+
+    def __enter__(self) -> BatchWriter[T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        core = self._core
+        state = "closed" if core.closed else "open"
+        return (
+            f"<BatchWriter {self._s.name} {state} pending={len(core.items)} "
+            f"in_flight={core.in_flight_items}>"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# The asyncio twin.
+# --------------------------------------------------------------------------------------
+
+
+class _Broadcast:
+    """Wake every waiter at once (single event loop, so no lost wake-ups)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def notify(self) -> None:
+        event = self._event
+        if event is not None:
+            self._event = None
+            event.set()
+
+    async def wait(self, timeout: float | None = None) -> None:
+        event = self._event
+        if event is None:
+            event = self._event = asyncio.Event()
+        if timeout is None:
+            await event.wait()
+            return
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+class AsyncBatchWriter(Generic[T]):
+    """Batch items into a sink from asyncio code (aiogram, python-telegram-bot).
+
+    ``await put(item)`` returns at once unless ``max_pending`` items wait; a
+    worker task hands the sink a batch when ``max_batch`` items wait or the
+    oldest has waited ``max_delay`` seconds, whichever comes first.  A sync
+    sink (``SQLiteSink``, any plain function) runs on the writer's own thread,
+    never on the event loop; an ``async`` sink (``PostgresSink``) is awaited.
+
+    ::
+
+        async with AsyncBatchWriter(SQLiteSink("bot.db", "answers", ["user_id", "ok"])) as w:
+            await w.put((42, True))
+
+    Args:
+        sink: a callable taking a ``list`` of items, sync or async (see :data:`Sink`).
+        max_batch: the most items per sink call (>= 1).
+        max_delay: the most seconds an item waits before its batch is written (> 0).
+        max_pending: items queued before ``overflow`` applies (>= max_batch).
+        overflow: ``"block"`` (``put`` waits for room: back-pressure),
+            ``"drop_oldest"`` or ``"reject"`` (shed load; each shed item is
+            counted in ``stats().dropped`` and passed to ``on_drop``).
+        on_drop: called with every dropped item.
+        retry: a :class:`~botscale.RetryPolicy` for failed sink calls, instead
+            of the ``retry_*`` settings below.
+        retry_on: which errors are retried (default: every ``Exception`` but
+            the sink's ``permanent_errors``).
+        retry_attempts: sink calls per batch in total (default 5).
+        retry_timeout: seconds a batch may spend retrying (default 60).
+        retry_backoff: first wait between attempts in seconds (default 0.5),
+            doubling up to ``retry_max_backoff`` (default 10), with jitter.
+        dead_letter: ``handler(items, error)`` for batches that still fail;
+            default: a :class:`~botscale.DeadLetterFile` next to the sink's
+            database if it names one (``SQLiteSink`` does), else the items are
+            logged at ERROR.
+        ordered: whether order matters (default: the sink's ``ordered``
+            attribute, else ``True``).
+        concurrency: batches written at once (>1 only when order does not matter).
+        split_on_failure: split a batch failing with a permanent error in
+            halves until the bad rows are isolated (default ``True``).
+        close_timeout: the most seconds ``aclose`` spends draining; the rest
+            goes to the dead letters (default: no limit).
+        close_sink: call the sink's ``aclose()``/``close()`` on close (default ``True``).
+        name: the name in logs (default: the sink's).
+        clock: monotonic seconds (a :class:`~botscale.testing.FakeClock` in tests).
+        sleep: the awaitable wait between retries (default: an interruptible
+            ``asyncio`` wait; ``FakeClock.asleep`` in tests).
+
+    Raises:
+        ValueError: an argument is outside its range (the message names it).
+        TypeError: an argument has the wrong type.
+    """
+
+    def __init__(
+        self,
+        sink: Sink[T],
+        max_batch: int = 50,
+        max_delay: float = 2.0,
+        max_pending: int = 10_000,
+        *,
+        overflow: Overflow = "block",
+        on_drop: Callable[[T], object] | None = None,
+        retry: RetryPolicy | None = None,
+        retry_on: ExceptionMatcher | None = None,
+        retry_attempts: int | None = None,
+        retry_timeout: float | None = None,
+        retry_backoff: float | None = None,
+        retry_max_backoff: float | None = None,
+        dead_letter: DeadLetterHandler[T] | None = None,
+        ordered: bool | None = None,
+        concurrency: int = 1,
+        split_on_failure: bool = True,
+        close_timeout: float | None = None,
+        close_sink: bool = True,
+        name: str | None = None,
+        clock: Clock = time.monotonic,
+        sleep: AsyncSleep | None = None,
+    ) -> None:
+        self._s: _Settings[T] = _Settings(
+            sink,
+            max_batch=max_batch,
+            max_delay=max_delay,
+            max_pending=max_pending,
+            overflow=overflow,
+            on_drop=on_drop,
+            retry=retry,
+            retry_on=retry_on,
+            retry_attempts=retry_attempts,
+            retry_timeout=retry_timeout,
+            retry_backoff=retry_backoff,
+            retry_max_backoff=retry_max_backoff,
+            dead_letter=dead_letter,
+            ordered=ordered,
+            concurrency=concurrency,
+            split_on_failure=split_on_failure,
+            close_timeout=close_timeout,
+            close_sink=close_sink,
+            name=name,
+            clock=clock,
+        )
+        self._core: _Core[T] = _Core(self._s.max_batch, self._s.max_delay, self._s.max_pending)
+        self._clock = clock
+        self._user_sleep = sleep
+        self._policy = self._s.policy(self._unused_sleep, self._backoff_sleep)
+        self._wake = _Broadcast()  # workers
+        self._space = _Broadcast()  # puts waiting for room
+        self._progress = _Broadcast()  # flush / close waiting for batches to finish
+        self._abort = _Broadcast()  # backoff waits, on close_timeout
+        self._aborting = False
+        self._workers: list[asyncio.Task[None]] = []
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._sink_closed = False
+        self._signal_exit: int | None = None
+
+    # -- putting --------------------------------------------------------------------
+
+    async def put(self, item: T, *, timeout: float | None = None) -> bool:
+        """Queue ``item`` for the next batch; wait for room if ``max_pending`` items wait.
+
+        Args:
+            item: the item (a row: its shape is checked here if the sink
+                declares ``columns`` or ``arity``).
+            timeout: with ``overflow="block"``, the most seconds to wait for
+                room (``None``: as long as it takes).
+
+        Returns:
+            ``True`` if queued; ``False`` if ``overflow="reject"`` refused it
+            (counted as dropped and passed to ``on_drop``).
+
+        Raises:
+            WriterClosedError: the writer is closed.
+            WriterFullError: no room within ``timeout``.
+            ValueError, TypeError: the row does not fit the sink's columns.
+        """
+        core = self._core
+        if not core.full() or self._s.overflow != "block":
+            return self.put_nowait(item)
+        s = self._s
+        if s.check_row is not None:
+            item = s.check_row(item)
+        if core.closed:
+            raise _closed_error(s.name)
+        self._start()
+        deadline = (
+            None if timeout is None else self._clock() + check_non_negative("timeout", timeout)
+        )
+        while core.full():
+            remaining = None if deadline is None else deadline - self._clock()
+            if remaining is not None and remaining <= 0:
+                raise WriterFullError(
+                    f"the batch writer for {s.name} stayed full ({s.max_pending} items "
+                    f"pending) for {timeout!r} s; the item was not queued"
+                )
+            await self._space.wait(remaining)
+            if core.closed:
+                raise _closed_error(s.name)
+        self._append(item)
+        return True
+
+    def put_nowait(self, item: T) -> bool:
+        """Queue ``item`` without waiting (call it from the event loop's thread).
+
+        Like :meth:`put`, except that a full writer with ``overflow="block"``
+        raises :class:`WriterFullError` at once instead of waiting.
+        """
+        s = self._s
+        if s.check_row is not None:
+            item = s.check_row(item)
+        core = self._core
+        if core.closed:
+            raise _closed_error(s.name)
+        if not self._workers:
+            self._start()
+        if core.full():
+            if s.overflow == "block":
+                raise WriterFullError(
+                    f"the batch writer for {s.name} is full ({s.max_pending} items pending)"
+                )
+            if s.overflow == "reject":
+                core.items_in += 1
+                core.dropped += 1
+                _call_on_drop(s, item)
+                return False
+            _call_on_drop(s, core.drop_oldest())
+        self._append(item)
+        return True
+
+    def _append(self, item: T) -> None:
+        n = self._core.append(item, self._clock())
+        if n == 1 or n == self._s.max_batch:
+            self._wake.notify()
+
+    def _start(self) -> None:
+        if self._workers:
+            return
+        loop = asyncio.get_running_loop()
+        self._workers = [
+            loop.create_task(self._work(), name=f"botscale-batch-{self._s.name}-{i}")
+            for i in range(self._s.concurrency)
+        ]
+
+    # -- the workers ----------------------------------------------------------------
+
+    async def _work(self) -> None:
+        core = self._core
+        clock = self._clock
+        try:
+            while True:
+                now = clock()
+                if not core.due(now):
+                    if core.closed and not core.items:
+                        self._progress.notify()
+                        return
+                    await self._wake.wait(core.wait_time(now))
+                    continue
+                key, batch = core.take()
+                self._space.notify()
+                start = clock()
+                outcome: _Outcome[T] = _Outcome()
+                try:
+                    await self._write_all(batch, outcome)
+                    await self._dead_letter(outcome)
+                except asyncio.CancelledError:
+                    self._rescue(batch, outcome)
+                    raise
+                finally:
+                    core.finish(key, outcome, clock() - start)
+                    self._progress.notify()
+        except asyncio.CancelledError:
+            if core.items:
+                key, rest = core.take(len(core.items))
+                rest_outcome: _Outcome[T] = _Outcome(done=len(rest))
+                rest_outcome.failures.append((rest, self._cancelled_error()))
+                self._dead_letter_now(rest_outcome)
+                core.finish(key, rest_outcome, 0.0)
+            raise
+
+    def _cancelled_error(self) -> WriterClosedError:
+        return WriterClosedError(
+            f"the batch writer for {self._s.name} was cancelled (its event loop stopped?) "
+            f"before aclose() drained it"
+        )
+
+    def _rescue(self, batch: list[T], outcome: _Outcome[T]) -> None:
+        """The worker was cancelled mid-batch: dead-letter whatever is unresolved.
+
+        The items written are a prefix; what follows it was never confirmed.
+        The sub-batch whose sink call was cancelled may have been committed
+        all the same: it is dead-lettered too (a possible duplicate beats a
+        possible loss), with a warning.
+        """
+        unconfirmed = batch[outcome.done :]
+        if unconfirmed:
+            _log.warning(
+                "%s: cancelled while writing %d items; they go to the dead letters "
+                "although the sink may have stored some of them",
+                self._s.name,
+                len(unconfirmed),
+            )
+            outcome.failures.append((unconfirmed, self._cancelled_error()))
+        self._dead_letter_now(outcome)
+
+    def _dead_letter_now(self, out: _Outcome[T]) -> None:
+        """Dead-letter without awaiting (the task is being cancelled)."""
+        handler = self._s.dead_letter
+        for items, error in out.failures:
+            try:
+                if _is_async_callable(handler):
+                    raise RuntimeError(
+                        "an async dead-letter handler cannot run in a cancelled task"
+                    )
+                handler(items, error)
+                out.dead += len(items)
+            except Exception as why:
+                out.dead_failed += len(items)
+                _report_unrecorded(self._s.name, items, error, why)
+        out.failures.clear()
+
+    async def _call_sink(self, batch: list[T]) -> object:
+        sink = self._s.sink
+        if self._s.is_async_sink:
+            return await cast("Awaitable[object]", sink(batch))
+        return await asyncio.get_running_loop().run_in_executor(self._get_executor(), sink, batch)
+
+    def _get_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self._s.concurrency,
+                thread_name_prefix=f"botscale-batch-{self._s.name}",
+            )
+        return self._executor
+
+    async def _write_all(self, batch: list[T], out: _Outcome[T]) -> None:
+        last: list[BaseException] = []
+
+        async def attempt(items: list[T]) -> object:
+            try:
+                return await self._call_sink(items)
+            except BaseException as exc:
+                last.append(exc)
+                raise
+
+        try:
+            await self._policy.acall(attempt, batch)
+        except _Aborted:
+            out.failures.append((batch, last[-1] if last else _abort_error(self._s.name, None)))
+            out.done += len(batch)
+            return
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if self._s.split_on_failure and len(batch) > 1 and self._s.permanent_error(exc):
+                out.splits += 1
+                mid = len(batch) // 2
+                await self._write_all(batch[:mid], out)
+                await self._write_all(batch[mid:], out)
+            else:
+                out.failures.append((batch, exc))
+                out.done += len(batch)
+            return
+        out.written += len(batch)
+        out.batches += 1
+        out.done += len(batch)
+
+    async def _dead_letter(self, out: _Outcome[T]) -> None:
+        handler = self._s.dead_letter
+        while out.failures:
+            items, error = out.failures[0]
+            try:
+                result = handler(items, error)
+                if inspect.isawaitable(result):
+                    await result
+                out.dead += len(items)
+            except Exception as why:
+                out.dead_failed += len(items)
+                _report_unrecorded(self._s.name, items, error, why)
+            out.failures.pop(0)
+
+    async def _backoff_sleep(self, seconds: float) -> None:
+        if self._aborting:
+            raise _Aborted
+        if self._user_sleep is not None:
+            await self._user_sleep(seconds)
+        else:
+            await self._abort.wait(seconds)
+        if self._aborting:
+            raise _Aborted
+
+    def _unused_sleep(self, seconds: float) -> None:  # pragma: no cover
+        raise AssertionError("the asyncio writer never calls its retry policy synchronously")
+
+    # -- flushing and closing -------------------------------------------------------
+
+    def wake(self) -> None:
+        """Re-check the flush rule now (after advancing a fake clock)."""
+        self._wake.notify()
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Write everything put so far, now; return when it is written or dead-lettered.
+
+        Raises:
+            TimeoutError: not everything was resolved within ``timeout`` seconds.
+        """
+        core = self._core
+        target = core.request_flush()
+        if core.resolved(target):
+            return
+        self._start()
+        self._wake.notify()
+        deadline = None if timeout is None else self._clock() + timeout
+        while not core.resolved(target):
+            remaining = None if deadline is None else deadline - self._clock()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"flush of {self._s.name} did not finish within {timeout!r} s")
+            await self._progress.wait(remaining)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Stop accepting items, drain everything pending, then close the sink.
+
+        Calling it again is harmless (it waits for the drain too).
+
+        Args:
+            timeout: the most seconds to spend draining (default:
+                ``close_timeout``); what is left then goes to the dead letters.
+        """
+        timeout = self._s.close_timeout if timeout is None else timeout
+        core = self._core
+        core.closed = True
+        self._wake.notify()
+        self._space.notify()
+        deadline = None if timeout is None else self._clock() + timeout
+        if core.items:
+            self._start()
+        while not core.drained():
+            remaining = None if deadline is None else deadline - self._clock()
+            if remaining is not None and remaining <= 0:
+                break
+            await self._progress.wait(remaining)
+        if not core.drained():
+            self._aborting = True
+            self._abort.notify()
+            if core.items:
+                key, items = core.take(len(core.items))
+                outcome: _Outcome[T] = _Outcome()
+                outcome.failures.append((items, _abort_error(self._s.name, timeout)))
+                try:
+                    await self._dead_letter(outcome)
+                finally:
+                    core.finish(key, outcome, 0.0)
+        if self._workers:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._s.close_sink and not self._sink_closed:
+            self._sink_closed = True
+            await self._close_sink()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    async def _close_sink(self) -> None:
+        sink = self._s.sink
+        try:
+            aclose = getattr(sink, "aclose", None)
+            if aclose is not None and _is_async_callable(aclose):
+                await aclose()
+                return
+            close = getattr(sink, "close", None)
+            if callable(close):
+                if _is_async_callable(close):
+                    await close()
+                else:
+                    await asyncio.get_running_loop().run_in_executor(self._get_executor(), close)
+        except Exception:
+            _log.exception("%s: closing the sink failed", self._s.name)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._core.closed
+
+    def stats(self) -> BatchStats:
+        """A snapshot of the counters (see :class:`BatchStats`)."""
+        return self._core.stats(self._policy.stats.retries)
+
+    async def __aenter__(self) -> AsyncBatchWriter[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+        code = self._signal_exit
+        if (
+            code is not None
+            and exc_type is not None
+            and issubclass(exc_type, asyncio.CancelledError)
+        ):
+            # The cancellation came from install_signal_handlers: everything is
+            # written, so leave the way a signalled program should.
+            raise SystemExit(code)
+
+    def __repr__(self) -> str:
+        core = self._core
+        state = "closed" if core.closed else "open"
+        return (
+            f"<AsyncBatchWriter {self._s.name} {state} pending={len(core.items)} "
+            f"in_flight={core.in_flight_items}>"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Signals: flush, then exit cleanly.
+# --------------------------------------------------------------------------------------
+
+
+def install_signal_handlers(
+    writer: BatchWriter[Any] | AsyncBatchWriter[Any],
+    signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
+    *,
+    exit_code: int = 0,
+) -> Callable[[], None]:
+    """On SIGTERM / SIGINT, drain ``writer`` and exit with ``exit_code``.
+
+    * ``BatchWriter`` (call it from the main thread): the handler raises
+      ``SystemExit(exit_code)`` in the main thread, so ``with`` blocks and
+      ``finally`` clauses run; the writer is drained by its ``with`` block,
+      an explicit ``close()``, or at interpreter exit.  A signal that lands
+      while ``put`` is updating its books waits until the item is accounted for.
+    * ``AsyncBatchWriter`` (call it inside the running loop, in the task that
+      holds ``async with writer``): the handler cancels that task; leaving
+      ``async with`` drains the writer and then raises ``SystemExit(exit_code)``.
+      Frameworks that handle signals themselves (aiogram's ``start_polling``,
+      PTB's ``run_polling``) do not need this: close the writer in their
+      shutdown hook instead.
+
+    Args:
+        writer: the writer to drain.
+        signals: the signals to handle (POSIX signal numbers).
+        exit_code: the process's exit status after draining (default 0).
+
+    Returns:
+        A function that puts the previous handlers back.
+
+    Raises:
+        RuntimeError: an async writer but no running event loop, or a sync
+            writer outside the main thread.
+    """
+    if isinstance(writer, AsyncBatchWriter):
+        return _install_async(writer, signals, exit_code)
+    if isinstance(writer, BatchWriter):
+        return _install_sync(writer, signals, exit_code)
+    raise TypeError(
+        f"writer must be a BatchWriter or an AsyncBatchWriter, got {type(writer).__name__}"
+    )
+
+
+def _install_sync(
+    writer: BatchWriter[Any], signals: Sequence[int], exit_code: int
+) -> Callable[[], None]:
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError(
+            "install_signal_handlers(BatchWriter) must be called from the main thread"
+        )
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        _log.info("signal %d: draining %r, then exiting", signum, writer)
+        if writer._sig_busy:
+            writer._sig_exit = exit_code
+            return
+        raise SystemExit(exit_code)
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    writer._sig_main = threading.get_ident()
+    writer._sig_guard = True
+
+    def restore() -> None:
+        writer._sig_guard = False
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def _install_async(
+    writer: AsyncBatchWriter[Any], signals: Sequence[int], exit_code: int
+) -> Callable[[], None]:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "install_signal_handlers(AsyncBatchWriter) must be called inside the running event loop"
+        ) from None
+    task = asyncio.current_task()
+    if task is None:  # pragma: no cover - get_running_loop() succeeded outside a task
+        raise RuntimeError("install_signal_handlers(AsyncBatchWriter) must be called from a task")
+
+    def handler(signum: int) -> None:
+        if writer._signal_exit is not None:
+            _log.warning("signal %d: already draining %r", signum, writer)
+            return
+        _log.info("signal %d: draining %r, then exiting", signum, writer)
+        writer._signal_exit = exit_code
+        task.cancel(f"signal {signum}: drain the batch writer and exit")
+
+    for sig in signals:
+        loop.add_signal_handler(sig, handler, sig)
+
+    def restore() -> None:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+    return restore
