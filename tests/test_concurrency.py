@@ -6,9 +6,11 @@ import asyncio
 import functools
 import inspect
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -604,3 +606,18 @@ def test_thread_keyed_lock_timeout() -> None:
 def test_thread_keyed_lock_bad_timeout() -> None:
     with pytest.raises(ValueError, match="timeout"):
         KeyedLock().lock("k", timeout=-1)
+
+
+def test_docs_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
+    page = Path(__file__).resolve().parents[1] / "docs" / "concurrency.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    assert len(blocks) >= 5
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), {"__name__": "docs_example"})
+    out = capsys.readouterr().out
+    assert "20 answers, at most 3 at once" in out
+    assert "9900 True" in out
+    assert "weather-api: no slot free within 0.05 s (all 1 in flight, 0 waiting)" in out
+    assert "True\n0\n" in out
+    assert "300 True" in out
+    assert "10 0" in out
