@@ -27,7 +27,9 @@ def test_a_held_key_is_refused_to_another_process_until_released(
         mine = make(client, prefix, clock)
         theirs = make(other_client, prefix, clock)
         assert mine.acquire(42)
-        assert mine.locked(42) and mine.held(42) and not theirs.held(42)
+        assert mine.locked(42)
+        assert mine.held(42)
+        assert not theirs.held(42)
         before = clock()
         assert not theirs.acquire(42, timeout=0.5)
         assert clock() - before == pytest.approx(0.5)  # it polled until the deadline

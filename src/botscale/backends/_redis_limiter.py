@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from typing_extensions import Self
 
+from .._errors import ConfigurationError
 from .._gcra import Decision
 from .._protocols import RateLimitBackend
 from .._validation import check_positive
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     import redis
     import redis.asyncio
 
-__all__ = ["AsyncRedisBackend", "LimiterPolicy", "RedisBackend"]
+__all__ = ["AsyncRedisBackend", "LimiterPolicy", "RedisBackend", "check_share", "micros"]
 
 LimiterPolicy = Literal["open", "closed", "local"]
 """``"open"``: allow while Redis fails; ``"closed"``: raise BackendError;
@@ -44,6 +45,14 @@ def micros(interval: float) -> int:
     """Seconds per token as whole microseconds, rounded up (>= 1)."""
     # round() first: 0.1 s is 100000.00000000001 us in binary floating point.
     return max(1, math.ceil(round(interval * 1e6, 3)))
+
+
+def check_share(share: float) -> float:
+    """Validate ``local_share``: a fraction in (0, 1]."""
+    value = check_positive("local_share", share)
+    if value > 1:
+        raise ConfigurationError(f"local_share must be a fraction in (0, 1], got {share!r}")
+    return value
 
 
 class _Base:
@@ -72,12 +81,7 @@ class _Base:
         self.prefix = check_prefix(prefix)
         self._head = "{" + self.prefix + ":rl:"
         policy = check_policy("on_error", on_error, ("open", "closed", "local"))
-        share = check_positive("local_share", local_share)
-        if share > 1:
-            from .._errors import ConfigurationError
-
-            raise ConfigurationError(f"local_share must be in (0, 1], got {local_share!r}")
-        self.local_share = share
+        self.local_share = check_share(local_share)
         self._local: RateLimitBackend | None = None
         if policy == "local":
             if local_backend is None:

@@ -16,9 +16,13 @@ local function gcra_check(tat, now, interval, burst, cost)
   if new_tat - now <= capacity then
     return true, math.floor((capacity - (new_tat - now)) / interval), 0, new_tat
   end
-  local remaining = math.floor((capacity - (base - now)) / interval)
-  if remaining < 0 then remaining = 0 end
-  return false, remaining, new_tat - now - capacity, nil
+  -- Denied: the whole tokens held now, fewer than cost.
+  local held = 0
+  if cost > 1 then
+    held = math.min(cost - 1, math.floor((capacity - (base - now)) / interval))
+    if held < 0 then held = 0 end
+  end
+  return false, held, new_tat - now - capacity, nil
 end
 
 -- Store a TAT that expires when the bucket is full again.
