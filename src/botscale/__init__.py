@@ -12,6 +12,13 @@ driver: those live behind extras in ``botscale.adapters``,
 
 from __future__ import annotations
 
+from ._batch import (
+    AsyncBatchWriter,
+    BatchStats,
+    BatchWriter,
+    WriterFullError,
+    install_signal_handlers,
+)
 from ._clock import AsyncSleep, Clock, Sleep
 from ._concurrency import (
     AsyncKeyedLock,
@@ -21,6 +28,7 @@ from ._concurrency import (
     KeyedLock,
 )
 from ._cache import CacheInfo, Cached, cached
+from ._deadletter import DeadLetterFile
 from ._dedup import AsyncDeduplicator, DedupStats, Deduplicator
 from ._errors import (
     BackendError,
@@ -46,6 +54,7 @@ from ._state import AsyncMemoryStateStore, MemoryStateStore, Session, StoreStats
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AsyncBatchWriter",
     "AsyncDedupStore",
     "AsyncDeduplicator",
     "AsyncKeyedLock",
@@ -55,6 +64,8 @@ __all__ = [
     "AsyncSleep",
     "AsyncStateStore",
     "BackendError",
+    "BatchStats",
+    "BatchWriter",
     "BotscaleError",
     "CacheInfo",
     "Cached",
@@ -63,6 +74,7 @@ __all__ = [
     "ConcurrencyStats",
     "ConcurrencyTimeout",
     "ConfigurationError",
+    "DeadLetterFile",
     "Decision",
     "DedupStats",
     "DedupStore",
@@ -83,7 +95,9 @@ __all__ = [
     "StateStore",
     "StoreStats",
     "WriterClosedError",
+    "WriterFullError",
     "cached",
+    "install_signal_handlers",
     "rate_limited",
     "retry",
     "retry_stats",
