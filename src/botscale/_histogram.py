@@ -39,6 +39,8 @@ DEFAULT_MAX_VALUE = 3600.0
 """Largest duration tracked with relative accuracy: 1 hour."""
 
 _INF = math.inf
+_log = math.log
+_ceil = math.ceil
 
 
 def nearest_rank(q: float, n: int) -> int:
@@ -49,7 +51,7 @@ def nearest_rank(q: float, n: int) -> int:
 class _Layout:
     """The bucket boundaries shared by every histogram of one accuracy and range."""
 
-    __slots__ = ("alpha", "hi", "inv_log_gamma", "lo", "offset", "size", "value")
+    __slots__ = ("alpha", "hi", "inv_log_gamma", "last", "lo", "offset", "size", "value")
 
     def __init__(self, alpha: float, lo: float, hi: float) -> None:
         gamma = (1 + alpha) / (1 - alpha)
@@ -61,6 +63,7 @@ class _Layout:
         # index 0: underflow [0, lo); 1..k_max-k_min+1: log buckets; last: overflow (hi, inf).
         self.offset = k_min - 1
         self.size = k_max - k_min + 3
+        self.last = self.size - 1
         ks = range(k_min, k_max + 1)
         self.value = [lo, *(2 * gamma**k / (gamma + 1) for k in ks), _INF]
 
@@ -134,13 +137,14 @@ class Histogram:
         if value < layout.lo:
             index = 0
         elif value > layout.hi:
-            index = layout.size - 1
+            index = layout.last
         else:
-            # Clamped because log() may round a value on a range edge one bucket out.
-            index = min(
-                max(math.ceil(math.log(value) * layout.inv_log_gamma) - layout.offset, 1),
-                layout.size - 2,
-            )
+            index = _ceil(_log(value) * layout.inv_log_gamma) - layout.offset
+            # log() may round a value on a range edge one bucket out.
+            if index < 1:
+                index = 1
+            elif index >= layout.last:
+                index = layout.last - 1
         self._counts[index] += 1
         self.count += 1
         self.sum += value
