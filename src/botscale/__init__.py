@@ -19,6 +19,7 @@ from ._batch import (
     WriterFullError,
     install_signal_handlers,
 )
+from ._cache import Cached, CacheInfo, cached
 from ._clock import AsyncSleep, Clock, Sleep
 from ._concurrency import (
     AsyncKeyedLock,
@@ -27,15 +28,29 @@ from ._concurrency import (
     ConcurrencyTimeout,
     KeyedLock,
 )
-from ._cache import CacheInfo, Cached, cached
 from ._deadletter import DeadLetterFile
-from ._dedup import AsyncDeduplicator, DedupStats, Deduplicator
+from ._dedup import AsyncDeduplicator, Deduplicator, DedupStats
 from ._errors import (
     BackendError,
     BotscaleError,
     ConfigurationError,
     RateLimitExceeded,
     WriterClosedError,
+)
+from ._flood import (
+    AsyncFloodBudget,
+    AsyncFloodControl,
+    BucketSpec,
+    FloodBudget,
+    FloodControl,
+    FloodStats,
+    ForbiddenChat,
+    Grant,
+    MemoryFloodBudget,
+    OutgoingRequest,
+    Priority,
+    replying_to,
+    send_priority,
 )
 from ._gcra import Decision, Rate
 from ._limiter import AsyncRateLimiter, RateLimiter, RateLimiterStats, rate_limited
@@ -50,13 +65,23 @@ from ._protocols import (
 from ._retry import RetryPolicy, RetryStats, retry, retry_stats, retry_testing
 from ._settings import SettingInfo, Settings
 from ._state import AsyncMemoryStateStore, MemoryStateStore, Session, StoreStats
+from ._telegram import (
+    ApiFailure,
+    FailureKind,
+    TelegramLimits,
+    TelegramLimitWarning,
+    classify_api_answer,
+)
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ApiFailure",
     "AsyncBatchWriter",
     "AsyncDedupStore",
     "AsyncDeduplicator",
+    "AsyncFloodBudget",
+    "AsyncFloodControl",
     "AsyncKeyedLock",
     "AsyncMemoryStateStore",
     "AsyncRateLimitBackend",
@@ -67,6 +92,7 @@ __all__ = [
     "BatchStats",
     "BatchWriter",
     "BotscaleError",
+    "BucketSpec",
     "CacheInfo",
     "Cached",
     "Clock",
@@ -79,8 +105,17 @@ __all__ = [
     "DedupStats",
     "DedupStore",
     "Deduplicator",
+    "FailureKind",
+    "FloodBudget",
+    "FloodControl",
+    "FloodStats",
+    "ForbiddenChat",
+    "Grant",
     "KeyedLock",
+    "MemoryFloodBudget",
     "MemoryStateStore",
+    "OutgoingRequest",
+    "Priority",
     "Rate",
     "RateLimitBackend",
     "RateLimitExceeded",
@@ -94,13 +129,18 @@ __all__ = [
     "Sleep",
     "StateStore",
     "StoreStats",
+    "TelegramLimitWarning",
+    "TelegramLimits",
     "WriterClosedError",
     "WriterFullError",
     "cached",
+    "classify_api_answer",
     "install_signal_handlers",
     "rate_limited",
+    "replying_to",
     "retry",
     "retry_stats",
     "retry_testing",
+    "send_priority",
     "__version__",
 ]
