@@ -20,6 +20,7 @@ from ._batch import (
     install_signal_handlers,
 )
 from ._cache import Cached, CacheInfo, cached
+from ._checks import HealthCheck
 from ._clock import AsyncSleep, Clock, Sleep
 from ._concurrency import (
     AsyncKeyedLock,
@@ -54,6 +55,8 @@ from ._flood import (
 )
 from ._gcra import Decision, Rate
 from ._limiter import AsyncRateLimiter, RateLimiter, RateLimiterStats, rate_limited
+from ._monitor import PerformanceMonitor, SummaryThread, Tracker
+from ._monitor_server import MonitorServer
 from ._protocols import (
     AsyncDedupStore,
     AsyncRateLimitBackend,
@@ -64,6 +67,15 @@ from ._protocols import (
 )
 from ._retry import RetryPolicy, RetryStats, retry, retry_stats, retry_testing
 from ._settings import SettingInfo, Settings
+from ._snapshot import (
+    Health,
+    HealthStatus,
+    HealthThresholds,
+    MonitorSnapshot,
+    OperationStats,
+    ProcessStats,
+    SlowOperation,
+)
 from ._state import AsyncMemoryStateStore, MemoryStateStore, Session, StoreStats
 from ._telegram import (
     ApiFailure,
@@ -111,11 +123,20 @@ __all__ = [
     "FloodStats",
     "ForbiddenChat",
     "Grant",
+    "Health",
+    "HealthCheck",
+    "HealthStatus",
+    "HealthThresholds",
     "KeyedLock",
     "MemoryFloodBudget",
     "MemoryStateStore",
+    "MonitorServer",
+    "MonitorSnapshot",
+    "OperationStats",
     "OutgoingRequest",
+    "PerformanceMonitor",
     "Priority",
+    "ProcessStats",
     "Rate",
     "RateLimitBackend",
     "RateLimitExceeded",
@@ -127,10 +148,13 @@ __all__ = [
     "SettingInfo",
     "Settings",
     "Sleep",
+    "SlowOperation",
     "StateStore",
     "StoreStats",
+    "SummaryThread",
     "TelegramLimitWarning",
     "TelegramLimits",
+    "Tracker",
     "WriterClosedError",
     "WriterFullError",
     "cached",
