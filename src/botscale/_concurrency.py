@@ -330,6 +330,13 @@ class ConcurrencyLimiter:
         self.release()
 
     async def __aenter__(self) -> ConcurrencyLimiter:
+        with self._lock:  # a free slot: the common case, inlined
+            if self._in_flight < self._limit and not self._waiters:
+                self._in_flight += 1
+                self._acquired += 1
+                if self._in_flight > self._peak:
+                    self._peak = self._in_flight
+                return self
         await self.acquire_async()
         return self
 
@@ -374,6 +381,10 @@ class _AsyncHold:
         self._key = key
 
     async def __aenter__(self) -> None:
+        queues = self._owner._queues
+        if self._key not in queues:  # free: the common case, inlined
+            queues[self._key] = None
+            return
         await self._owner.acquire(self._key)
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -397,8 +408,9 @@ class AsyncKeyedLock:
     """
 
     def __init__(self) -> None:
-        # key -> futures of the tasks waiting for it; present while held.
-        self._queues: dict[Hashable, deque[asyncio.Future[None]]] = {}
+        # key -> futures of the tasks waiting for it (None: nobody waits);
+        # a key is present exactly while it is held.
+        self._queues: dict[Hashable, deque[asyncio.Future[None]] | None] = {}
 
     def lock(self, key: Hashable) -> _AsyncHold:
         """An ``async with`` holding ``key`` for the block."""
@@ -410,10 +422,13 @@ class AsyncKeyedLock:
         Cancelling the waiting task takes it out of the line (or, if the key
         was just handed to it, passes the key on): nothing leaks.
         """
-        queue = self._queues.get(key)
-        if queue is None:
-            self._queues[key] = deque()
+        queues = self._queues
+        if key not in queues:
+            queues[key] = None
             return
+        queue = queues[key]
+        if queue is None:
+            queue = queues[key] = deque()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue.append(future)
         try:
@@ -434,9 +449,10 @@ class AsyncKeyedLock:
         Raises:
             RuntimeError: ``key`` is not held.
         """
-        queue = self._queues.get(key)
-        if queue is None:
-            raise RuntimeError(f"release of key {key!r} that is not held")
+        try:
+            queue = self._queues[key]
+        except KeyError:
+            raise RuntimeError(f"release of key {key!r} that is not held") from None
         while queue:
             future = queue.popleft()
             if not future.done():
