@@ -838,7 +838,7 @@ def check_json_value(value: Any, name: str = "value") -> None:
 
     Raises:
         TypeError: naming the offending type and where it sits, e.g.
-            ``value['cart'][2] is a set``.
+            ``value['cart'][2] is of type set``.
         ValueError: a NaN or infinite float, or a container that contains itself.
     """
     _check_json(value, name, set())
@@ -869,6 +869,7 @@ def _check_json(value: Any, path: str, active: set[int]) -> None:
         active.discard(marker)
         return
     raise TypeError(
-        f"{path} is a {kind.__name__}, which is not JSON-compatible{_HINTS.get(kind, '')}; "
+        f"{path} is of type {kind.__name__}, which is not JSON-compatible"
+        f"{_HINTS.get(kind, '')}; "
         "strict stores accept dict (str keys), list, str, int, float, bool and None"
     )
