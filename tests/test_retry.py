@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import re
@@ -459,6 +460,26 @@ async def test_methods_bind(clock: FakeClock, sleeps: Sleeps) -> None:
     assert repo.save(3) == 3
     repo.flaky = Flaky(1)
     assert await repo.asave(4) == 4
+
+
+async def test_async_callable_objects_and_partials_are_retried(
+    clock: FakeClock, sleeps: Sleeps
+) -> None:
+    class Client:
+        def __init__(self) -> None:
+            self.flaky = Flaky(2)
+
+        async def __call__(self, value: int) -> int:
+            return await self.flaky.acall(value)
+
+    client = Client()
+    p = policy(clock, sleeps, attempts=3)
+    wrapped = p(client)
+    assert inspect.iscoroutinefunction(wrapped)
+    assert await wrapped(5) == 5
+    assert client.flaky.calls == 3
+    flaky = Flaky(1)
+    assert await p(functools.partial(flaky.acall, 9))() == 9
 
 
 async def test_call_and_acall_without_decorating(clock: FakeClock, sleeps: Sleeps) -> None:

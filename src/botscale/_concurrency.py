@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import math
 import threading
 from collections import OrderedDict, deque
@@ -28,6 +27,7 @@ from typing import Any, Final, TypeVar, cast
 from typing_extensions import ParamSpec
 
 from ._errors import BotscaleError
+from ._retry import is_async_callable
 from ._validation import check_non_negative, check_positive_int
 
 __all__ = [
@@ -352,7 +352,7 @@ class ConcurrencyLimiter:
         """Decorate a sync or async callable so that every call holds a slot."""
         if not callable(fn):
             raise TypeError(f"ConcurrencyLimiter decorates a callable, got {type(fn).__name__}")
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
             afn = cast("Callable[..., Awaitable[Any]]", fn)
 
             @functools.wraps(fn)

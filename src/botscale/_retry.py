@@ -190,6 +190,14 @@ def _matcher(
     )
 
 
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` returns a coroutine (functions, partials, async ``__call__``)."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with async __call__
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(call)
+
+
 def _qualname(fn: object) -> str:
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", None)
@@ -444,7 +452,7 @@ class RetryPolicy:
         cont = self._continue
         acont = self._acontinue
 
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
             afn = cast("Callable[..., Awaitable[Any]]", fn)
 
             @functools.wraps(fn)
