@@ -66,7 +66,7 @@ def test_ttl_is_validated(client: redis.Redis, prefix: str) -> None:
 
 def test_non_json_value_is_a_type_error_naming_the_type(client: redis.Redis, prefix: str) -> None:
     store = RedisStateStore(client, prefix=prefix)
-    with pytest.raises(TypeError, match="is a Decimal"):
+    with pytest.raises(TypeError, match="Decimal"):
         store.set(1, {"price": Decimal("1.5")})
     assert store.get(1) is None
 
@@ -172,7 +172,7 @@ async def test_async_twin(aclient: aredis.Redis, prefix: str) -> None:
     assert await store.size() == 1
     assert await store.delete(1) is True
     assert await store.delete(1) is False
-    with pytest.raises(TypeError, match="is a tuple"):
+    with pytest.raises(TypeError, match="tuple"):
         await store.set(2, (1, 2))
     await store.set(3, 3)
     assert await store.clear() == 1

@@ -220,10 +220,10 @@ def test_json_values_round_trip_unchanged(value: object) -> None:
 @pytest.mark.parametrize(
     ("value", "named"),
     [
-        ({1, 2}, "value is a set"),
-        (b"raw", "value is a bytes"),
-        ({"a": (1, 2)}, r"value\['a'\] is a tuple"),
-        ([1, object()], r"value\[1\] is a object"),
+        ({1, 2}, "value .*set"),
+        (b"raw", "value .*bytes"),
+        ({"a": (1, 2)}, r"value\['a'\] .*tuple"),
+        ([1, object()], r"value\[1\] .*object"),
         ({1: "x"}, "key of type int"),
     ],
 )

@@ -10,6 +10,8 @@ is built, not when this module is imported.
 - :class:`RedisFloodBudget` / :class:`AsyncRedisFloodBudget`: flood control's
   outgoing budget and 429 cooldowns shared by every process of one bot.
 - :class:`RedisDeduplicator` / :class:`AsyncRedisDeduplicator`: update ids, ``SET NX PX``.
+- :class:`RedisCache` / :class:`AsyncRedisCache`: ``@cache.cached(ttl=...)`` with
+  single-flight across processes.
 - :class:`CircuitBreaker`, :class:`RedisStats`: the failure handling every
   component shares (``on_error="open"`` / ``"closed"``).
 - :func:`connect` / :func:`connect_async`: clients with timeouts from a URL.
@@ -22,6 +24,13 @@ from __future__ import annotations
 from ._breaker import BreakerState, CircuitBreaker, FailurePolicy, RedisStats
 from ._redis_base import connect, connect_async, mask_url
 from ._redis_budget import AsyncRedisFloodBudget, BudgetPolicy, RedisFloodBudget
+from ._redis_cache import (
+    AsyncRedisCache,
+    AsyncRedisCached,
+    RedisCache,
+    RedisCached,
+    RedisCacheInfo,
+)
 from ._redis_dedup import AsyncRedisDeduplicator, RedisDeduplicator, RedisDedupStats
 from ._redis_limiter import AsyncRedisBackend, LimiterPolicy, RedisBackend
 from ._redis_lock import AsyncRedisKeyedLock, RedisKeyedLock
@@ -29,6 +38,8 @@ from ._redis_state import AsyncRedisStateStore, RedisStateStore
 
 __all__ = [
     "AsyncRedisBackend",
+    "AsyncRedisCache",
+    "AsyncRedisCached",
     "AsyncRedisDeduplicator",
     "AsyncRedisFloodBudget",
     "AsyncRedisKeyedLock",
@@ -39,6 +50,9 @@ __all__ = [
     "FailurePolicy",
     "LimiterPolicy",
     "RedisBackend",
+    "RedisCache",
+    "RedisCacheInfo",
+    "RedisCached",
     "RedisDedupStats",
     "RedisDeduplicator",
     "RedisFloodBudget",
