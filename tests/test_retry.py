@@ -233,6 +233,22 @@ def test_retry_after_none_falls_back_to_backoff(clock: FakeClock, sleeps: Sleeps
     assert sleeps.waits == [0.2, 3.0]
 
 
+def test_broken_retry_after_falls_back_to_backoff(
+    clock: FakeClock, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(exc: BaseException) -> float | None:
+        raise AttributeError("no retry_after here")
+
+    p = policy(clock, sleeps, retry_after=broken, initial=0.5)
+    with caplog.at_level(logging.WARNING, logger="botscale.retry"):
+        assert p(Flaky(1))() == 7
+    assert sleeps.waits == [0.5]
+    assert "retry_after extractor failed" in caplog.records[0].getMessage()
+    q = policy(clock, sleeps, retry_after=lambda exc: float("nan"), initial=0.25)
+    q(Flaky(1))()
+    assert sleeps.waits == [0.5, 0.25]
+
+
 def test_wait_over_the_budget_fails_at_once_with_the_original_error(
     clock: FakeClock, sleeps: Sleeps
 ) -> None:

@@ -25,6 +25,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import math
 import random
 import threading
 import time
@@ -371,9 +372,18 @@ class RetryPolicy:
 
     def _wait(self, attempt: int, exc: BaseException) -> float:
         if self.retry_after is not None:
-            server = self.retry_after(exc)
-            if server is not None:
-                return max(0.0, float(server))
+            # A broken extractor must not hide the error being retried: it falls
+            # back to the backoff, loudly.
+            try:
+                server = self.retry_after(exc)
+                wait = None if server is None else float(server)
+            except Exception:
+                _log.exception("retry_after extractor failed on %r; using the backoff", exc)
+                wait = None
+            if wait is not None and math.isfinite(wait):
+                return max(0.0, wait)
+            if wait is not None:
+                _log.warning("retry_after gave %r for %r; using the backoff", server, exc)
         return self.backoff(attempt)
 
     async def _async_sleep(self, seconds: float) -> None:
