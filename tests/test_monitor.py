@@ -8,10 +8,12 @@ import inspect
 import json
 import logging
 import math
+import re
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -665,3 +667,26 @@ def test_background_periods_must_be_positive(clock: FakeClock, every: float) -> 
         mon.start_summary_thread(every)
     with pytest.raises(ValueError, match="interval"):
         asyncio.run(mon.run_lag_probe(every))
+
+
+# ---------------------------------------------------------------------- docs
+
+
+def test_docs_examples_run(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: None)  # keep pytest's handlers
+    page = Path(__file__).resolve().parents[1] / "docs" / "monitoring.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    assert len(blocks) >= 9
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), {"__name__": "docs_example"})
+    out = capsys.readouterr().out
+    assert "1 0 p95=0.0" in out
+    context = "{'user_id': 42, 'chat_id': 42, 'update': 'message', 'command': '/start'}"
+    assert f"handler.start 2.5 2.0 {context}" in out
+    assert "('ai.reply: p95 1.80 s above 1.00 s (10 calls since start)',)" in out
+    assert "check database: ConnectionError: connection refused" in out
+    assert "{'status': 'ok', 'reasons': [], 'checks': {'redis': 'ok'}}" in out
+    assert 'botscale_operation_errors_total{operation="db.save"} 0.0' in out
+    assert 'botscale_operation_duration_seconds_bucket{le="0.05",operation="db.save"} 1.0' in out

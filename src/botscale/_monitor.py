@@ -394,8 +394,8 @@ class PerformanceMonitor:
             event_loop_lag=lag,
             event_loop_lag_max=lag_max,
         )
-        figures, span = self._window(ops, now)
-        status, reasons = evaluate_health(self._thresholds, figures, process, span)
+        figures, period = self._window(ops, now)
+        status, reasons = evaluate_health(self._thresholds, figures, process, period)
         return MonitorSnapshot(
             operations=operations,
             process=process,
@@ -407,18 +407,18 @@ class PerformanceMonitor:
 
     def _window(
         self, ops: dict[str, tuple[Histogram, int, int]], now: float
-    ) -> tuple[list[WindowFigures], float | None]:
-        """Each operation's figures over the recent health window, and its length."""
+    ) -> tuple[list[WindowFigures], str]:
+        """Each operation's figures over the recent health window, and which period that is."""
         window = self._thresholds.window
-        if window is None:
-            base: dict[str, tuple[Histogram, int]] = {}
-            span = None
-        else:
+        base: dict[str, tuple[Histogram, int]] = {}
+        period = "since start"
+        if window is not None:
             with self._lock:
                 if now - self._baselines[-1][0] >= window:
                     self._baselines.append((now, {n: (h, e) for n, (h, e, _) in ops.items()}))
                 since, base = self._baselines[0]
-            span = now - since
+            if base:
+                period = f"in the last {now - since:.0f} s"
         figures = []
         for name, (hist, errors, _) in ops.items():
             if name in base:
@@ -426,7 +426,7 @@ class PerformanceMonitor:
                 hist, errors = hist.since(earlier), errors - earlier_errors
             if hist.count:
                 figures.append(WindowFigures(name, hist.count, errors, hist.quantile(0.95)))
-        return figures, span
+        return figures, period
 
     def log_summary(self, level: int = logging.INFO, *, reset: bool = False) -> MonitorSnapshot:
         """Log one readable summary of :meth:`stats` and return the snapshot.

@@ -342,11 +342,14 @@ def evaluate_health(
     thresholds: HealthThresholds,
     operations: list[WindowFigures],
     process: ProcessStats,
-    window_seconds: float | None,
+    period: str = "since start",
 ) -> tuple[HealthStatus, tuple[str, ...]]:
-    """Apply the threshold rules: ``(status, reasons)``; pure, for stats() and the server."""
+    """Apply the threshold rules: ``(status, reasons)``; pure, for stats() and the server.
+
+    ``period`` says which calls ``operations`` covers, for the reasons' text.
+    """
     reasons: list[str] = []
-    span = "" if window_seconds is None else f" in the last {window_seconds:.0f} s"
+    span = f" {period}"
     for op in operations:
         if op.count < thresholds.min_count:
             continue
