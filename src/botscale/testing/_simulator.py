@@ -455,7 +455,8 @@ class TelegramSimulator:
             self.api.stats.conflicts += 1
             raise ApiError(409, _CONFLICT_WEBHOOK)
         offset = params.get_int("offset")
-        limit = min(100, max(1, params.get_int("limit") or 100))
+        limit = params.get_int("limit")
+        limit = 100 if limit is None else min(100, max(1, limit))
         timeout = min(self.max_poll_timeout, max(0, params.get_int("timeout") or 0))
         self.api.set_allowed_updates(params.get_json("allowed_updates", "allowed updates"))
         if offset is not None:
