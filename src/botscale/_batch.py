@@ -187,6 +187,7 @@ class _Core(Generic[T]):
         "max_batch",
         "max_delay",
         "max_pending",
+        "rejected",
         "removed",
         "splits",
         "times",
@@ -207,6 +208,7 @@ class _Core(Generic[T]):
         self.dead_lettered = 0
         self.dead_letter_failures = 0
         self.dropped = 0
+        self.rejected = 0
         self.in_flight: dict[int, int] = {}
         self.in_flight_items = 0
         self.flush_target = 0
@@ -222,6 +224,10 @@ class _Core(Generic[T]):
         self.times.append(now)
         self.items_in += 1
         return len(self.items)
+
+    def reject(self) -> None:
+        """Count an item refused by ``overflow="reject"`` (it never gets a number)."""
+        self.rejected += 1
 
     def drop_oldest(self) -> T:
         self.times.popleft()
@@ -293,14 +299,14 @@ class _Core(Generic[T]):
 
     def stats(self, retries: int) -> BatchStats:
         return BatchStats(
-            items_in=self.items_in,
+            items_in=self.items_in + self.rejected,
             written=self.written,
             batches=self.batches,
             retries=retries,
             splits=self.splits,
             dead_lettered=self.dead_lettered,
             dead_letter_failures=self.dead_letter_failures,
-            dropped=self.dropped,
+            dropped=self.dropped + self.rejected,
             pending=len(self.items),
             in_flight=self.in_flight_items,
             last_flush_latency=self.last_latency,
@@ -719,8 +725,7 @@ class BatchWriter(Generic[T]):
                 if guard:
                     self._sig_busy = True
                 if full and s.overflow == "reject":
-                    core.items_in += 1
-                    core.dropped += 1
+                    core.reject()
                     shed = item
                 else:
                     if full:
@@ -1210,8 +1215,7 @@ class AsyncBatchWriter(Generic[T]):
                     f"the batch writer for {s.name} is full ({s.max_pending} items pending)"
                 )
             if s.overflow == "reject":
-                core.items_in += 1
-                core.dropped += 1
+                core.reject()
                 _call_on_drop(s, item)
                 return False
             _call_on_drop(s, core.drop_oldest())
