@@ -54,6 +54,14 @@ from ._flood import (
     send_priority,
 )
 from ._gcra import Decision, Rate
+from ._incoming import (
+    HandlerLimit,
+    IncomingGuard,
+    IncomingStats,
+    UpdateInfo,
+    UserState,
+    Verdict,
+)
 from ._limiter import AsyncRateLimiter, RateLimiter, RateLimiterStats, rate_limited
 from ._monitor import PerformanceMonitor, SummaryThread, Tracker
 from ._monitor_server import MonitorServer
@@ -83,6 +91,12 @@ from ._telegram import (
     TelegramLimits,
     TelegramLimitWarning,
     classify_api_answer,
+)
+from ._updates import (
+    RunnerStats,
+    ThreadedUpdateRunner,
+    UpdateRunner,
+    allowed_updates,
 )
 
 __version__ = "0.1.0.dev0"
@@ -123,10 +137,13 @@ __all__ = [
     "FloodStats",
     "ForbiddenChat",
     "Grant",
+    "HandlerLimit",
     "Health",
     "HealthCheck",
     "HealthStatus",
     "HealthThresholds",
+    "IncomingGuard",
+    "IncomingStats",
     "KeyedLock",
     "MemoryFloodBudget",
     "MemoryStateStore",
@@ -144,6 +161,7 @@ __all__ = [
     "RateLimiterStats",
     "RetryPolicy",
     "RetryStats",
+    "RunnerStats",
     "Session",
     "SettingInfo",
     "Settings",
@@ -154,9 +172,15 @@ __all__ = [
     "SummaryThread",
     "TelegramLimitWarning",
     "TelegramLimits",
+    "ThreadedUpdateRunner",
     "Tracker",
+    "UpdateInfo",
+    "UpdateRunner",
+    "UserState",
+    "Verdict",
     "WriterClosedError",
     "WriterFullError",
+    "allowed_updates",
     "cached",
     "classify_api_answer",
     "install_signal_handlers",
