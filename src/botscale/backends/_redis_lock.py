@@ -42,6 +42,8 @@ def _millis(seconds: float) -> int:
 
 
 class _Base:
+    _KIND = "lk"  # the key namespace: user locks; state-store sessions use "sl"
+
     def __init__(
         self,
         client: Any,
@@ -56,8 +58,9 @@ class _Base:
     ) -> None:
         self.client = client
         self.prefix = check_prefix(prefix)
-        self._head = "{" + self.prefix + ":lk:"
+        self._head = "{" + self.prefix + ":" + self._KIND + ":"
         self.ttl = check_positive("ttl", ttl)
+        self._px = _millis(self.ttl)
         self.poll = check_positive("poll", poll)
         self.max_poll = max(self.poll, check_positive("max_poll", max_poll))
         policy = check_policy("on_error", on_error, ("open", "closed"))
@@ -188,32 +191,54 @@ class RedisKeyedLock(_Base):
             self._local.release(key)
         return got
 
+    def _take(self, key: str | int, rkey: str, token: str) -> bool:
+        """One ``SET NX``: ``True`` if this process now holds ``key`` (or Redis failed, "open")."""
+        guard = self._guard
+        if not guard.ready():
+            guard.degrade(None)
+            self._tokens[key] = _NO_REDIS
+            return True
+        try:
+            taken = self.client.set(rkey, token, nx=True, px=self._px)
+        except self._errors as exc:
+            guard.failed(exc)
+            guard.degrade(exc)
+            self._tokens[key] = _NO_REDIS
+            return True
+        guard.ok()
+        if taken:
+            self._tokens[key] = token
+        return bool(taken)
+
     def _acquire_remote(self, key: str | int, rkey: str, deadline: float | None) -> bool:
         token = secrets.token_hex(16)
-        px = _millis(self.ttl)
         wait = self.poll
-        guard = self._guard
-        while True:
-            if not guard.ready():
-                guard.degrade(None)
-                self._tokens[key] = _NO_REDIS
-                return True
-            try:
-                taken = self.client.set(rkey, token, nx=True, px=px)
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-                self._tokens[key] = _NO_REDIS
-                return True
-            guard.ok()
-            if taken:
-                self._tokens[key] = token
-                return True
+        while not self._take(key, rkey, token):
             left = self._remaining(deadline)
             if left is not None and left <= 0:
                 return False
             self._sleep(wait if left is None else min(wait, left))
             wait = min(wait * 2, self.max_poll)
+        return True
+
+    def _release_remote(self, key: str | int) -> None:
+        token = self._tokens.pop(key, None)
+        if token is None:
+            raise self._not_held(key)
+        if not token:  # taken without Redis
+            return
+        guard = self._guard
+        if not guard.ready():
+            guard.degrade(None)
+            return
+        try:
+            released = _UNLOCK.run(self.client, 1, self.redis_key(key), token)
+        except self._errors as exc:
+            guard.failed(exc)
+            guard.degrade(exc)
+            return
+        guard.ok()
+        self._released(key, released)
 
     def release(self, key: str | int) -> None:
         """Free ``key`` (if the lock expired meanwhile, count and log it).
@@ -223,24 +248,10 @@ class RedisKeyedLock(_Base):
             BackendError: Redis failed under ``on_error="closed"`` (the
                 in-process lock is released anyway; the Redis key expires).
         """
-        token = self._tokens.pop(key, None)
-        if token is None:
+        if key not in self._tokens:
             raise self._not_held(key)
         try:
-            if not token:  # taken without Redis
-                return
-            guard = self._guard
-            if not guard.ready():
-                guard.degrade(None)
-                return
-            try:
-                released = _UNLOCK.run(self.client, 1, self.redis_key(key), token)
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-                return
-            guard.ok()
-            self._released(key, released)
+            self._release_remote(key)
         finally:
             self._local.release(key)
 
@@ -336,53 +347,61 @@ class AsyncRedisKeyedLock(_Base):
             self._local.release(key)
         return got
 
+    async def _take(self, key: str | int, rkey: str, token: str) -> bool:
+        """One ``SET NX``: ``True`` if this process now holds ``key`` (or Redis failed, "open")."""
+        guard = self._guard
+        if not guard.ready():
+            guard.degrade(None)
+            self._tokens[key] = _NO_REDIS
+            return True
+        try:
+            taken = await self.client.set(rkey, token, nx=True, px=self._px)
+        except self._errors as exc:
+            guard.failed(exc)
+            guard.degrade(exc)
+            self._tokens[key] = _NO_REDIS
+            return True
+        guard.ok()
+        if taken:
+            self._tokens[key] = token
+        return bool(taken)
+
     async def _acquire_remote(self, key: str | int, rkey: str, deadline: float | None) -> bool:
         token = secrets.token_hex(16)
-        px = _millis(self.ttl)
         wait = self.poll
-        guard = self._guard
-        while True:
-            if not guard.ready():
-                guard.degrade(None)
-                self._tokens[key] = _NO_REDIS
-                return True
-            try:
-                taken = await self.client.set(rkey, token, nx=True, px=px)
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-                self._tokens[key] = _NO_REDIS
-                return True
-            guard.ok()
-            if taken:
-                self._tokens[key] = token
-                return True
+        while not await self._take(key, rkey, token):
             left = self._remaining(deadline)
             if left is not None and left <= 0:
                 return False
             await self._sleep(wait if left is None else min(wait, left))
             wait = min(wait * 2, self.max_poll)
+        return True
 
-    async def release(self, key: str | int) -> None:
-        """Free ``key``; see :meth:`RedisKeyedLock.release`."""
+    async def _release_remote(self, key: str | int) -> None:
         token = self._tokens.pop(key, None)
         if token is None:
             raise self._not_held(key)
+        if not token:  # taken without Redis
+            return
+        guard = self._guard
+        if not guard.ready():
+            guard.degrade(None)
+            return
         try:
-            if not token:  # taken without Redis
-                return
-            guard = self._guard
-            if not guard.ready():
-                guard.degrade(None)
-                return
-            try:
-                released = await _UNLOCK.arun(self.client, 1, self.redis_key(key), token)
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-                return
-            guard.ok()
-            self._released(key, released)
+            released = await _UNLOCK.arun(self.client, 1, self.redis_key(key), token)
+        except self._errors as exc:
+            guard.failed(exc)
+            guard.degrade(exc)
+            return
+        guard.ok()
+        self._released(key, released)
+
+    async def release(self, key: str | int) -> None:
+        """Free ``key``; see :meth:`RedisKeyedLock.release`."""
+        if key not in self._tokens:
+            raise self._not_held(key)
+        try:
+            await self._release_remote(key)
         finally:
             self._local.release(key)
 

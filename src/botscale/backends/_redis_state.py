@@ -9,13 +9,19 @@ prefix: O(keys in the database) - fine for a health page, not for every update.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import random
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from typing_extensions import Self
 
+from .._clock import AsyncSleep, Sleep
+from .._concurrency import AsyncKeyedLock, KeyedLock
 from .._errors import BackendError
+from .._protocols import Key
 from .._validation import check_positive, check_positive_int
 from ._breaker import CircuitBreaker, FailurePolicy, Guard, RedisStats, check_policy
 from ._json import dumps, loads
@@ -27,6 +33,13 @@ from ._redis_base import (
     encode_key,
     redis_errors,
 )
+from ._redis_session import (
+    AsyncSessionLock,
+    AsyncSessionLocks,
+    RedisSessionContext,
+    SessionLock,
+    SyncSessionLocks,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -35,6 +48,11 @@ if TYPE_CHECKING:
 __all__ = ["AsyncRedisStateStore", "RedisStateStore"]
 
 _SCAN_COUNT: Final = 1000
+
+
+def _backoff(attempt: int) -> float:
+    """A jittered wait after losing an optimistic race (capped at 50 ms)."""
+    return random.uniform(0.0, min(0.05, 0.001 * 2**attempt))
 
 
 def _millis(ttl: float) -> int:
@@ -46,8 +64,12 @@ class _Base:
         "_errors",
         "_guard",
         "_head",
+        "_lock_ttl",
         "_owned",
+        "_sessions",
+        "_sleep",
         "_ttl_ms",
+        "_updating",
         "_watch_error",
         "client",
         "max_retries",
@@ -63,6 +85,7 @@ class _Base:
         ttl: float | None,
         on_error: FailurePolicy,
         max_retries: int,
+        lock_ttl: float,
         breaker: CircuitBreaker | None,
     ) -> None:
         self.client = client
@@ -78,6 +101,30 @@ class _Base:
 
         self._watch_error = redis.exceptions.WatchError
         self._owned = False
+        self._sessions: SyncSessionLocks | AsyncSessionLocks | None = None
+        self._lock_ttl = check_positive("lock_ttl", lock_ttl)
+
+    def session(
+        self, key: Key, *, default: Callable[[], Any] = dict, ttl: float | None = None
+    ) -> RedisSessionContext:
+        """Open ``key``'s state for one handler (``with``/``async with``), across processes.
+
+        Like ``MemoryStateStore.session``: the block holds ``key`` (in this
+        process and, through a Redis lock living at most ``lock_ttl`` seconds,
+        in every other), reads the value (``default()`` if none), and writes
+        ``session.value`` back once if it ends without an exception
+        (``session.delete()`` deletes instead).  Sessions of one key never
+        lose an update, whichever instance runs them.
+        """
+        encode_key(key)
+        if ttl is not None:
+            check_positive("ttl", ttl)
+        if self._sessions is None:
+            self._sessions = self._session_locks()
+        return RedisSessionContext(self, key, self._sessions, default=default, ttl=ttl)
+
+    def _session_locks(self) -> SyncSessionLocks | AsyncSessionLocks:
+        raise NotImplementedError
 
     @property
     def on_error(self) -> FailurePolicy:
@@ -123,7 +170,10 @@ class RedisStateStore(_Base):
             returns the default, writes are dropped) and counts it.
         max_retries: attempts of :meth:`update` under contention before it
             raises :class:`~botscale.BackendError`.
+        lock_ttl: the longest a :meth:`session` holds its key's Redis lock
+            (it frees itself after a crash).
         breaker: a :class:`CircuitBreaker`, possibly shared with other components.
+        sleep: how :meth:`update` waits after losing a race (injectable).
     """
 
     __slots__ = ()
@@ -136,7 +186,9 @@ class RedisStateStore(_Base):
         ttl: float | None = None,
         on_error: FailurePolicy = "closed",
         max_retries: int = 32,
+        lock_ttl: float = 30.0,
         breaker: CircuitBreaker | None = None,
+        sleep: Sleep = time.sleep,
     ) -> None:
         super().__init__(
             client,
@@ -144,8 +196,11 @@ class RedisStateStore(_Base):
             ttl=ttl,
             on_error=on_error,
             max_retries=max_retries,
+            lock_ttl=lock_ttl,
             breaker=breaker,
         )
+        self._sleep = sleep
+        self._updating = KeyedLock()
 
     @classmethod
     def from_url(
@@ -156,6 +211,7 @@ class RedisStateStore(_Base):
         ttl: float | None = None,
         on_error: FailurePolicy = "closed",
         max_retries: int = 32,
+        lock_ttl: float = 30.0,
         breaker: CircuitBreaker | None = None,
         socket_timeout: float = DEFAULT_TIMEOUT,
         socket_connect_timeout: float = DEFAULT_TIMEOUT,
@@ -180,10 +236,22 @@ class RedisStateStore(_Base):
             ttl=ttl,
             on_error=on_error,
             max_retries=max_retries,
+            lock_ttl=lock_ttl,
             breaker=breaker,
         )
         store._owned = True
         return store
+
+    def _session_locks(self) -> SyncSessionLocks:
+        return SyncSessionLocks(
+            SessionLock(
+                self.client,
+                prefix=self.prefix,
+                ttl=self._lock_ttl,
+                on_error=self.on_error,
+                breaker=self._guard.breaker,
+            )
+        )
 
     def get(self, key: str | int, default: Any = None) -> Any:
         """The live value for ``key``, or ``default``."""
@@ -248,8 +316,10 @@ class RedisStateStore(_Base):
     ) -> Any:
         """Atomically replace the value with ``fn(current or default)``; return it.
 
-        Optimistic: if another process changes the key meanwhile, ``fn`` runs
-        again on the new value (so it must be free of side effects), at most
+        Updates of one key in this process take turns (no race among them);
+        against other processes it is optimistic: if another process changes
+        the key meanwhile, ``fn`` runs again on the new value (so it must be
+        free of side effects) after a short jittered wait, at most
         ``max_retries`` times.  The entry then lives ``ttl`` seconds (default:
         the store's), like :meth:`set`.
 
@@ -264,8 +334,8 @@ class RedisStateStore(_Base):
             guard.degrade(None)
             return fn(default)
         try:
-            with self.client.pipeline() as pipe:
-                for _ in range(self.max_retries):
+            with self._updating.lock(key), self.client.pipeline() as pipe:
+                for attempt in range(self.max_retries):
                     pipe.watch(rkey)
                     raw = pipe.get(rkey)
                     new = fn(default if raw is None else loads(raw))
@@ -275,6 +345,7 @@ class RedisStateStore(_Base):
                     try:
                         pipe.execute()
                     except self._watch_error:
+                        self._sleep(_backoff(attempt))
                         continue
                     guard.ok()
                     return new
@@ -337,7 +408,9 @@ class AsyncRedisStateStore(_Base):
         ttl: float | None = None,
         on_error: FailurePolicy = "closed",
         max_retries: int = 32,
+        lock_ttl: float = 30.0,
         breaker: CircuitBreaker | None = None,
+        sleep: AsyncSleep = asyncio.sleep,
     ) -> None:
         super().__init__(
             client,
@@ -345,8 +418,11 @@ class AsyncRedisStateStore(_Base):
             ttl=ttl,
             on_error=on_error,
             max_retries=max_retries,
+            lock_ttl=lock_ttl,
             breaker=breaker,
         )
+        self._sleep = sleep
+        self._updating = AsyncKeyedLock()
 
     @classmethod
     def from_url(
@@ -357,6 +433,7 @@ class AsyncRedisStateStore(_Base):
         ttl: float | None = None,
         on_error: FailurePolicy = "closed",
         max_retries: int = 32,
+        lock_ttl: float = 30.0,
         breaker: CircuitBreaker | None = None,
         socket_timeout: float = DEFAULT_TIMEOUT,
         socket_connect_timeout: float = DEFAULT_TIMEOUT,
@@ -376,10 +453,22 @@ class AsyncRedisStateStore(_Base):
             ttl=ttl,
             on_error=on_error,
             max_retries=max_retries,
+            lock_ttl=lock_ttl,
             breaker=breaker,
         )
         store._owned = True
         return store
+
+    def _session_locks(self) -> AsyncSessionLocks:
+        return AsyncSessionLocks(
+            AsyncSessionLock(
+                self.client,
+                prefix=self.prefix,
+                ttl=self._lock_ttl,
+                on_error=self.on_error,
+                breaker=self._guard.breaker,
+            )
+        )
 
     async def get(self, key: str | int, default: Any = None) -> Any:
         """The live value for ``key``, or ``default``."""
@@ -453,8 +542,8 @@ class AsyncRedisStateStore(_Base):
             guard.degrade(None)
             return fn(default)
         try:
-            async with self.client.pipeline() as pipe:
-                for _ in range(self.max_retries):
+            async with self._updating.lock(key), self.client.pipeline() as pipe:
+                for attempt in range(self.max_retries):
                     await pipe.watch(rkey)
                     raw = await pipe.get(rkey)
                     new = fn(default if raw is None else loads(raw))
@@ -464,6 +553,7 @@ class AsyncRedisStateStore(_Base):
                     try:
                         await pipe.execute()
                     except self._watch_error:
+                        await self._sleep(_backoff(attempt))
                         continue
                     guard.ok()
                     return new
