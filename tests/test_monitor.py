@@ -175,6 +175,48 @@ def test_counts_are_exact_under_threads() -> None:
     assert snap["op0"].count == snap["op1"].count == workers * each // 2
 
 
+def test_stats_with_reset_loses_no_sample_recorded_meanwhile() -> None:
+    mon = PerformanceMonitor()
+    total = 20_000
+    done = threading.Event()
+
+    def recorder() -> None:
+        for _ in range(total):
+            mon.record("op", 0.001)
+        done.set()
+
+    seen = 0
+    thread = threading.Thread(target=recorder)
+    thread.start()
+    while not done.is_set():
+        seen += sum(op.count for op in mon.stats(reset=True).operations.values())
+    thread.join()
+    seen += sum(op.count for op in mon.stats(reset=True).operations.values())
+    assert seen == total
+
+
+def test_concurrent_readers_and_window_rotation_agree(clock: FakeClock) -> None:
+    mon = monitor(clock, health=HealthThresholds(window=1.0, min_count=1))
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(300):
+                mon.record("op", 0.01)
+                clock.advance(0.05)
+                mon.stats()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert mon.stats()["op"].count == 1200
+
+
 # ---------------------------------------------------------------------- slow operations
 
 

@@ -229,3 +229,20 @@ async def test_async_server_reports_a_hung_async_check_as_timed_out(clock: FakeC
         status, body = await asyncio.to_thread(get_json, server.url + "/health")
     assert status == 503
     assert body["checks"] == {"redis": "timed out after 0.05 s"}
+
+
+def test_a_given_registry_is_what_metrics_serves(mon: PerformanceMonitor) -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
+    from botscale.prometheus import register
+
+    registry = CollectorRegistry()
+    Counter("bot_messages", "Messages handled.", registry=registry).inc(3)
+    register(mon, registry, namespace="mybot")
+    with mon.serve_in_thread(registry=registry) as server:
+        status, _, body = get(server.url + "/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    assert status == 200
+    assert families["bot_messages"].samples[0].value == 3
+    assert "mybot_operation_duration_seconds" in families
+    assert "botscale_operation_duration_seconds" not in families

@@ -2,11 +2,13 @@
 
 A check is a zero-argument callable, sync or async.  It passes unless it
 raises, returns ``False``, or does not finish within the timeout.  A sync check
-runs in a daemon thread of its own so a hung check cannot hang ``/health`` (or
-the interpreter's exit); while one call is still running, later health reads
-report it as timed out instead of piling up threads -- at most one thread per
-check, ever.  An awaitable a check returns is awaited in the caller's event
-loop, or in the loop given to the threaded server, or in a fresh loop.
+(or any callable that is not an ``async def``) runs in a daemon thread of its
+own so a hung check cannot hang ``/health`` (or the interpreter's exit); while
+one call is still running, later health reads report it as timed out instead
+of piling up threads -- at most one thread per check, ever.  A coroutine (from
+an ``async def``, or returned by a sync callable such as ``redis.asyncio``'s
+``ping``) is awaited in the caller's event loop, or in the loop given to the
+threaded server, or in a fresh loop.
 """
 
 from __future__ import annotations
@@ -96,6 +98,15 @@ class CheckRunner:
                 call = self._running[name] = _Call(check)
             return call
 
+    def _begin(self, name: str, check: HealthCheck) -> _Call | str | Awaitable[object]:
+        """Start a check: a thread for a sync one; an async function is just called."""
+        if inspect.iscoroutinefunction(check):
+            try:
+                return check()  # builds the coroutine, runs nothing yet
+            except Exception as exc:
+                return _describe(exc)
+        return self._start(name, check)
+
     def _finish(self, call: _Call, finished: bool) -> str | Awaitable[object]:
         """The outcome text, or an awaitable the check returned (still to await)."""
         if not finished:
@@ -119,8 +130,9 @@ class CheckRunner:
         """
         outcomes: dict[str, str] = {}
         for name, check in self._snapshot():
-            call = self._start(name, check)
-            outcome = self._finish(call, call.done.wait(self.timeout))
+            outcome = self._begin(name, check)
+            if isinstance(outcome, _Call):
+                outcome = self._finish(outcome, outcome.done.wait(self.timeout))
             outcomes[name] = (
                 outcome if isinstance(outcome, str) else self._await_sync(outcome, loop)
             )
@@ -155,9 +167,10 @@ class CheckRunner:
         """Run every check from a running event loop, concurrently."""
 
         async def one(name: str, check: HealthCheck) -> str:
-            call = self._start(name, check)
-            finished = await asyncio.to_thread(call.done.wait, self.timeout)
-            outcome = self._finish(call, finished)
+            outcome = self._begin(name, check)
+            if isinstance(outcome, _Call):
+                finished = await asyncio.to_thread(outcome.done.wait, self.timeout)
+                outcome = self._finish(outcome, finished)
             if isinstance(outcome, str):
                 return outcome
             try:

@@ -42,6 +42,8 @@ from ._snapshot import (
 from ._validation import check_positive, check_positive_int
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
     from ._monitor_server import MonitorServer
 
 __all__ = ["OTHER_OPERATION", "PerformanceMonitor", "Tracker"]
@@ -74,6 +76,42 @@ def _as_seconds(seconds: object) -> float:
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
         return float(seconds)
     raise TypeError(f"seconds must be a number >= 0, got {type(seconds).__name__}")
+
+
+class _Taken:
+    """What :meth:`PerformanceMonitor.stats` copied under the lock."""
+
+    def __init__(
+        self,
+        now: float,
+        ops: dict[str, tuple[Histogram, int, int]],
+        overflowed: int,
+        loop_lag: float | None,
+        loop_lag_max: float | None,
+        slow_log: tuple[SlowOperation, ...],
+    ) -> None:
+        self.now = now
+        self.ops = ops
+        self.overflowed = overflowed
+        self.loop_lag = loop_lag
+        self.loop_lag_max = loop_lag_max
+        self.slow_log = slow_log
+        self.since = now
+        self.baseline: dict[str, tuple[Histogram, int]] = {}
+
+    def period(self) -> str:
+        return f"in the last {self.now - self.since:.0f} s" if self.baseline else "since start"
+
+    def window_figures(self) -> list[WindowFigures]:
+        """Each operation's figures over the health window (everything without a baseline)."""
+        figures = []
+        for name, (hist, errors, _) in self.ops.items():
+            if name in self.baseline:
+                earlier, earlier_errors = self.baseline[name]
+                hist, errors = hist.since(earlier), errors - earlier_errors
+            if hist.count:
+                figures.append(WindowFigures(name, hist.count, errors, hist.quantile(0.95)))
+        return figures
 
 
 class Tracker:
@@ -350,26 +388,48 @@ class PerformanceMonitor:
 
     # ------------------------------------------------------------------ reading
 
-    def _copy(self) -> tuple[dict[str, tuple[Histogram, int, int]], float, tuple[Any, ...]]:
+    def _take(self, *, reset: bool) -> _Taken:
+        """Copy everything under one hold of the lock (and clear it, atomically, on reset)."""
+        now = self._clock()
         with self._lock:
             ops = {n: (o.histogram.copy(), o.errors, o.slow) for n, o in self._ops.items()}
-            extra = (self._overflowed, self._loop_lag, self._loop_lag_max, tuple(self._slow_log))
-        return ops, self._clock(), extra
+            taken = _Taken(
+                now,
+                ops,
+                self._overflowed,
+                self._loop_lag,
+                self._loop_lag_max,
+                tuple(self._slow_log),
+            )
+            # Health looks at a recent window: the copies minus a baseline taken
+            # one or two windows ago (taken here, so never newer than the copies).
+            window = self._thresholds.window
+            if window is not None:
+                if now - self._baselines[-1][0] >= window:
+                    self._baselines.append((now, {n: (h, e) for n, (h, e, _) in ops.items()}))
+                taken.since, taken.baseline = self._baselines[0]
+            if reset:
+                self._clear(now)
+        return taken
 
     def histograms(self) -> dict[str, Histogram]:
         """Copies of every operation's histogram (for exporters that want buckets)."""
         with self._lock:
             return {n: o.histogram.copy() for n, o in self._ops.items()}
 
-    def stats(self) -> MonitorSnapshot:
+    def stats(self, *, reset: bool = False) -> MonitorSnapshot:
         """A consistent snapshot: per-operation figures, process figures, health.
 
         Health here applies the thresholds only; pluggable checks run in
         :meth:`check_health` / :meth:`acheck_health` and on ``/health``.
+
+        Args:
+            reset: start afresh, atomically: no sample falls between this
+                snapshot and the next (what a periodic report needs).
         """
-        ops, now, (overflowed, lag, lag_max, slow_log) = self._copy()
+        taken = self._take(reset=reset)
         operations: dict[str, OperationStats] = {}
-        for name, (hist, errors, slow) in ops.items():
+        for name, (hist, errors, slow) in taken.ops.items():
             p50, p95, p99 = hist.quantiles(_QUANTILES)
             operations[name] = OperationStats(
                 name=name,
@@ -390,54 +450,30 @@ class PerformanceMonitor:
             rss_source=self._process.rss_source,
             cpu_seconds=self._process.cpu_seconds(),
             threads=self._process.threads(),
-            uptime=max(0.0, now - self._started),
-            event_loop_lag=lag,
-            event_loop_lag_max=lag_max,
+            uptime=max(0.0, taken.now - self._started),
+            event_loop_lag=taken.loop_lag,
+            event_loop_lag_max=taken.loop_lag_max,
         )
-        figures, period = self._window(ops, now)
-        status, reasons = evaluate_health(self._thresholds, figures, process, period)
+        status, reasons = evaluate_health(
+            self._thresholds, taken.window_figures(), process, taken.period()
+        )
         return MonitorSnapshot(
             operations=operations,
             process=process,
             health=Health(status, reasons),
-            slow_operations=slow_log,
-            overflowed=overflowed,
+            slow_operations=taken.slow_log,
+            overflowed=taken.overflowed,
             max_names=self._max_names,
         )
-
-    def _window(
-        self, ops: dict[str, tuple[Histogram, int, int]], now: float
-    ) -> tuple[list[WindowFigures], str]:
-        """Each operation's figures over the recent health window, and which period that is."""
-        window = self._thresholds.window
-        base: dict[str, tuple[Histogram, int]] = {}
-        period = "since start"
-        if window is not None:
-            with self._lock:
-                if now - self._baselines[-1][0] >= window:
-                    self._baselines.append((now, {n: (h, e) for n, (h, e, _) in ops.items()}))
-                since, base = self._baselines[0]
-            if base:
-                period = f"in the last {now - since:.0f} s"
-        figures = []
-        for name, (hist, errors, _) in ops.items():
-            if name in base:
-                earlier, earlier_errors = base[name]
-                hist, errors = hist.since(earlier), errors - earlier_errors
-            if hist.count:
-                figures.append(WindowFigures(name, hist.count, errors, hist.quantile(0.95)))
-        return figures, period
 
     def log_summary(self, level: int = logging.INFO, *, reset: bool = False) -> MonitorSnapshot:
         """Log one readable summary of :meth:`stats` and return the snapshot.
 
         Args:
             level: the logging level.
-            reset: start counting afresh after the summary (an hourly report, say).
+            reset: start counting afresh with this summary (an hourly report, say).
         """
-        snapshot = self.stats()
-        if reset:
-            self.reset()
+        snapshot = self.stats(reset=reset)
         self._logger.log(level, "%s", snapshot.format())
         return snapshot
 
@@ -445,12 +481,16 @@ class PerformanceMonitor:
         """Forget every sample, slow operation and lag reading (configuration stays)."""
         now = self._clock()
         with self._lock:
-            self._ops.clear()
-            self._slow_log.clear()
-            self._overflowed = 0
-            self._loop_lag = self._loop_lag_max = None
-            self._baselines.clear()
-            self._baselines.append((now, {}))
+            self._clear(now)
+
+    def _clear(self, now: float) -> None:
+        # Called under the lock.
+        self._ops.clear()
+        self._slow_log.clear()
+        self._overflowed = 0
+        self._loop_lag = self._loop_lag_max = None
+        self._baselines.clear()
+        self._baselines.append((now, {}))
 
     # ------------------------------------------------------------------ health
 
@@ -538,7 +578,7 @@ class PerformanceMonitor:
     # ------------------------------------------------------------------ serving
 
     def serve(
-        self, host: str = "127.0.0.1", port: int = 0, *, registry: object | None = None
+        self, host: str = "127.0.0.1", port: int = 0, *, registry: CollectorRegistry | None = None
     ) -> MonitorServer:
         """An HTTP server for ``/health``, ``/stats`` and ``/metrics``, not yet started.
 
@@ -561,7 +601,7 @@ class PerformanceMonitor:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        registry: object | None = None,
+        registry: CollectorRegistry | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> MonitorServer:
         """Start the HTTP server in a background thread and return it (``.stop()`` it)."""

@@ -25,6 +25,8 @@ from ._validation import check_type
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
+    from prometheus_client.registry import CollectorRegistry
+
     from ._monitor import PerformanceMonitor
 
 __all__ = ["MonitorServer"]
@@ -57,7 +59,7 @@ class MonitorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        registry: object | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         check_type("host", host, str, "a str such as '127.0.0.1'")
         check_type("port", port, int, "an int in 0..65535")
@@ -66,7 +68,7 @@ class MonitorServer:
         self._monitor = monitor
         self._host = host
         self._port = port
-        self._registry = registry
+        self._registry: CollectorRegistry | None = registry
         self._registry_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._httpd: ThreadingHTTPServer | None = None
@@ -208,7 +210,7 @@ class MonitorServer:
                 registry = CollectorRegistry(auto_describe=True)
                 registry.register(MonitorCollector(self._monitor))
                 self._registry = registry
-        return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)  # type: ignore[arg-type]
+        return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
 
 
 def _make_handler(server: MonitorServer) -> Any:

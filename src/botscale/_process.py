@@ -21,6 +21,7 @@ class ProcessReader:
 
     def __init__(self) -> None:
         self._process: Any = None
+        self._pid = 0
         self._source: str | None = None
 
     def _choose(self) -> str:
@@ -28,6 +29,7 @@ class ProcessReader:
             import psutil  # optional (the cli extra): imported on first use
 
             self._process = psutil.Process()
+            self._pid = os.getpid()
             self._process.memory_info()
             return "psutil"
         except Exception:  # not installed, or not permitted on this platform
@@ -57,6 +59,9 @@ class ProcessReader:
         source = self.rss_source
         try:
             if source == "psutil":
+                if self._pid != os.getpid():  # forked: psutil.Process() is the parent's
+                    self._process = type(self._process)()
+                    self._pid = os.getpid()
                 return int(self._process.memory_info().rss)
             if source == "procfs":
                 with open("/proc/self/statm", "rb") as f:
