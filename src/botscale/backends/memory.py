@@ -113,6 +113,10 @@ class MemoryBackend:
     def __len__(self) -> int:
         return len(self._tats)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` (a backend key string) has a stored bucket."""
+        return key in self._tats
+
     def __repr__(self) -> str:
         return f"MemoryBackend(max_keys={self.max_keys}, keys={len(self._tats)})"
 
@@ -126,29 +130,26 @@ class MemoryBackend:
                 break
             del tats[oldest]
             self._expired += 1
-        while len(tats) > self.max_keys:
-            _, oldest_tat = tats.popitem(last=False)
-            if oldest_tat > now:
-                self._evicted += 1
-            else:
-                self._expired += 1
+        if len(tats) > self.max_keys:
+            # The sweep stopped at a key that has not refilled: it goes, bucket not full.
+            tats.popitem(last=False)
+            self._evicted += 1
 
     def _bind(
         self,
         interval: float,
         burst: int,
         clock: Callable[[], float],
-        counts: list[int],
         to_key: Callable[[Key], str],
         check_cost: Callable[[object, int], NoReturn],
-    ) -> TryAcquire:
-        """A complete ``try_acquire`` for one limiter, with its constants bound.
+    ) -> tuple[TryAcquire, Callable[[], tuple[int, int]]]:
+        """A complete ``try_acquire`` for one limiter, and a reader of its counts.
 
         This is the hot path: validation, clock, GCRA and bookkeeping in one
         frame over local names, with :func:`~botscale._gcra.gcra_update`'s
         operations inlined in the same order (a test checks they agree bit for
-        bit).  ``counts`` is the limiter's ``[allowed, denied]``, updated
-        under this backend's lock so the counts are exact.
+        bit).  The second function returns ``(allowed, denied)`` so far; they
+        are counted under this backend's lock, so they are exact.
         """
         tats = self._tats
         get = tats.get
@@ -164,16 +165,22 @@ class MemoryBackend:
         capacity = burst * interval
         limit = capacity + EPSILON
 
+        one = 1
+        granted = refused = 0
+
         def try_acquire(key: Key, cost: int = 1) -> Decision:
+            nonlocal granted, refused
             k = key if type(key) is str else to_key(key)
-            if type(cost) is not int or not 0 < cost <= burst:
+            # `is` catches the usual cost=1 in one step; anything else is checked fully.
+            if cost is not one and (type(cost) is not int or not 0 < cost <= burst):
                 check_cost(cost, burst)
             lock_acquire()
             try:
                 now = clock()
                 tat = get(k)
                 base = now if tat is None or tat < now else tat
-                new_tat = base + cost * interval
+                # 1 * interval is interval exactly: skip the int * float step.
+                new_tat = base + (interval if cost is one else cost * interval)
                 debt = new_tat - now
                 if debt <= limit:
                     if tat is None:
@@ -181,19 +188,22 @@ class MemoryBackend:
                     else:
                         tats[k] = new_tat
                         move_to_end(k)
-                    counts[0] += 1
+                    granted += 1
                     remaining = floor((limit - debt) / interval)
                     if remaining < cached:
                         return allowed[remaining]
                     return make(Decision, (True, remaining, 0.0))
                 if tat is not None:
                     move_to_end(k)
-                counts[1] += 1
-                if cost == 1:
+                refused += 1
+                if cost is one:
                     return make(Decision, (False, 0, debt - capacity))
                 held = min(cost - 1, floor((limit - (base - now)) / interval))
                 return make(Decision, (False, held if held > 0 else 0, debt - capacity))
             finally:
                 lock_release()
 
-        return try_acquire
+        def counts() -> tuple[int, int]:
+            return granted, refused
+
+        return try_acquire, counts
