@@ -128,15 +128,18 @@ class WriterMachine(RuleBasedStateMachine):
         assert self.twin is not None
         stats = self.twin.stats()
         written, dead = self.sink.items, self.dead.items
-        assert stats.pending == 0 and stats.in_flight == 0
-        assert stats.written == len(written) and stats.dead_lettered == len(dead)
+        assert stats.pending == 0
+        assert stats.in_flight == 0
+        assert stats.written == len(written)
+        assert stats.dead_lettered == len(dead)
         assert stats.dead_letter_failures == 0
         everything = sorted(written + dead + self.on_drop)
         assert everything == sorted(self.put + self.refused), "an item was lost"
         assert sorted(self.refused) == sorted(set(self.refused) & set(self.on_drop))
         assert stats.dropped == len(self.on_drop)
         if self.overflow == "block":
-            assert self.on_drop == [] and self.refused == []
+            assert self.on_drop == []
+            assert self.refused == []
         assert set(self.sink.poison) & set(self.put) <= set(dead) | set(self.on_drop)
         for items, error in self.dead.batches:
             if isinstance(error, PermanentError):

@@ -45,7 +45,8 @@ MakeTwin = Callable[..., Twin]
 
 def test_core_batch_is_due_at_max_batch_items_or_when_the_oldest_reaches_max_delay() -> None:
     core: _Core[int] = _Core(max_batch=3, max_delay=2.0, max_pending=10)
-    assert not core.due(0.0) and core.wait_time(0.0) is None
+    assert not core.due(0.0)
+    assert core.wait_time(0.0) is None
     core.append(1, now=10.0)
     core.append(2, now=11.0)
     assert not core.due(11.9)
@@ -60,11 +61,14 @@ def test_core_takes_oldest_first_at_most_max_batch_and_tracks_the_next_deadline(
     for i, t in enumerate([0.0, 1.0, 2.0]):
         core.append(i, now=t)
     key, batch = core.take()
-    assert batch == [0, 1] and key == 0
+    assert batch == [0, 1]
+    assert key == 0
     assert core.wait_time(2.0) == pytest.approx(5.0)  # item 2 arrived at t=2
-    assert core.in_flight_items == 2 and not core.resolved(1)
+    assert core.in_flight_items == 2
+    assert not core.resolved(1)
     core.finish(key, _Outcome(written=2, batches=1), latency=0.1)
-    assert core.resolved(2) and not core.resolved(3)
+    assert core.resolved(2)
+    assert not core.resolved(3)
 
 
 def test_core_flush_makes_everything_put_before_it_due_but_nothing_after() -> None:
@@ -72,7 +76,7 @@ def test_core_flush_makes_everything_put_before_it_due_but_nothing_after() -> No
     core.append(1, now=0.0)
     target = core.request_flush()
     assert core.due(0.0)
-    key, batch = core.take()
+    key, _batch = core.take()
     core.append(2, now=0.0)
     assert not core.due(0.0)  # put after the flush: waits for its own rule
     core.finish(key, _Outcome(written=1, batches=1), 0.0)
@@ -168,7 +172,9 @@ def test_block_overflow_makes_put_wait_for_room(kind: str, clock: FakeClock) -> 
         with pytest.raises(WriterFullError, match="not queued"):
             w.put(5, timeout=0)
         stats = w.stats()
-        assert stats.pending == 2 and stats.in_flight == 2 and stats.dropped == 0
+        assert stats.pending == 2
+        assert stats.in_flight == 2
+        assert stats.dropped == 0
         if kind == "sync":
             unblocked = threading.Timer(0.05, sink.gate.set)
             unblocked.start()
@@ -214,7 +220,8 @@ def test_shedding_overflow_counts_every_dropped_item_and_passes_it_to_on_drop(
             assert dropped == [3, 4, 5]
             kept = [6, 7]
         stats = w.stats()
-        assert stats.dropped == 3 and accounted(stats)
+        assert stats.dropped == 3
+        assert accounted(stats)
         sink.gate.set()
         w.flush()
         assert sink.items == [1, 2, *kept]
@@ -240,7 +247,9 @@ def test_a_transient_failure_is_retried_and_the_batch_written_once(
     assert sink.batches == [[0, 1, 2]]
     assert dead.batches == []
     stats = w.stats()
-    assert stats.retries == 2 and stats.written == 3 and accounted(stats)
+    assert stats.retries == 2
+    assert stats.written == 3
+    assert accounted(stats)
 
 
 def test_after_the_retry_budget_the_batch_goes_to_the_dead_letters(
@@ -258,7 +267,9 @@ def test_after_the_retry_budget_the_batch_goes_to_the_dead_letters(
     assert isinstance(dead.batches[0][1], TransientError)
     assert sink.items == ["c"]  # the next batch is written once the sink is back
     stats = w.stats()
-    assert stats.dead_lettered == 2 and stats.written == 1 and accounted(stats)
+    assert stats.dead_lettered == 2
+    assert stats.written == 1
+    assert accounted(stats)
 
 
 def test_retries_wait_with_backoff_on_the_injected_sleep(kind: str) -> None:
@@ -291,7 +302,9 @@ def test_a_permanent_error_is_not_retried_and_the_bad_row_is_isolated(
     assert isinstance(dead.batches[0][1], PermanentError)
     assert sink.items == [0, 1, 2, 3, 4, 6, 7]  # neighbours written, order kept
     stats = w.stats()
-    assert stats.retries == 0 and stats.splits == 3 and accounted(stats)
+    assert stats.retries == 0
+    assert stats.splits == 3
+    assert accounted(stats)
 
 
 def test_without_splitting_the_whole_batch_is_dead_lettered(
@@ -304,7 +317,8 @@ def test_without_splitting_the_whole_batch_is_dead_lettered(
     for i in range(4):
         w.put(i)
     w.flush()
-    assert dead.items == [0, 1, 2, 3] and sink.items == []
+    assert dead.items == [0, 1, 2, 3]
+    assert sink.items == []
 
 
 def test_errors_outside_retry_on_are_permanent(twin: MakeTwin, clock: FakeClock) -> None:
@@ -318,7 +332,8 @@ def test_errors_outside_retry_on_are_permanent(twin: MakeTwin, clock: FakeClock)
     w = twin(sink, clock, max_batch=1, retry_on=ConnectionError, dead_letter=dead)
     w.put(1)
     w.flush()
-    assert calls == [[1]] and dead.items == [1]
+    assert calls == [[1]]
+    assert dead.items == [1]
 
 
 def test_a_failing_dead_letter_handler_counts_and_logs_the_items(
@@ -334,8 +349,11 @@ def test_a_failing_dead_letter_handler_counts_and_logs_the_items(
         w.put("lost-row-42")
         w.flush()
     stats = w.stats()
-    assert stats.dead_letter_failures == 1 and stats.dead_lettered == 0 and accounted(stats)
-    assert "lost-row-42" in caplog.text and "disk full" in caplog.text
+    assert stats.dead_letter_failures == 1
+    assert stats.dead_lettered == 0
+    assert accounted(stats)
+    assert "lost-row-42" in caplog.text
+    assert "disk full" in caplog.text
 
 
 def test_without_a_dead_letter_file_the_items_are_logged_at_error(
@@ -361,7 +379,8 @@ def test_a_retry_policy_can_be_given_instead_of_the_retry_settings(
     w = twin(sink, clock, max_batch=1, retry=policy)
     w.put(1)
     w.flush()
-    assert sink.items == [1] and policy.stats.retries == 1
+    assert sink.items == [1]
+    assert policy.stats.retries == 1
 
 
 # -- shutdown -------------------------------------------------------------------------
@@ -382,7 +401,9 @@ def test_close_drains_is_idempotent_and_put_after_close_raises(
     with pytest.raises(WriterClosedError, match="closed"):
         w.put(999)
     stats = w.stats()
-    assert stats.pending == 0 and stats.written == 120 and accounted(stats)
+    assert stats.pending == 0
+    assert stats.written == 120
+    assert accounted(stats)
 
 
 def test_close_timeout_sends_what_is_left_to_the_dead_letters(kind: str) -> None:
@@ -406,7 +427,8 @@ def test_close_timeout_sends_what_is_left_to_the_dead_letters(kind: str) -> None
         w.close(timeout=0.05)  # the backoff wait is cut short, nothing is lost
         assert sorted(dead.items) == [0, 1, 2, 3, 4]
         assert any(isinstance(e, WriterClosedError) for _, e in dead.batches)
-        assert accounted(w.stats()) and w.stats().dead_lettered == 5
+        assert accounted(w.stats())
+        assert w.stats().dead_lettered == 5
     finally:
         w.shutdown()
 
@@ -609,13 +631,18 @@ def test_sigterm_raises_system_exit_and_the_with_block_drains() -> None:
     rows: list[int] = []
     w: BatchWriter[int] = BatchWriter(rows.extend, max_batch=1000, max_delay=60.0)
     restore = install_signal_handlers(w, exit_code=3)
-    try:
-        with pytest.raises(SystemExit) as exit_info, w:
+
+    def bot() -> None:
+        with w:
             for i in range(100):
                 w.put(i)
             os.kill(os.getpid(), signal.SIGTERM)
             for _ in range(10**6):  # bounded: the signal ends this loop
                 pass
+
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            bot()
         assert exit_info.value.code == 3
         assert rows == list(range(100))
     finally:
@@ -636,12 +663,17 @@ def test_a_signal_inside_put_waits_until_the_item_is_accounted_for() -> None:
         sink, max_batch=1, max_pending=1, overflow="reject", on_drop=signal_myself
     )
     restore = install_signal_handlers(w)
+
+    def bot() -> None:
+        for i in range(10):  # the writer fills up; the first refused item signals
+            w.put(i)
+
     try:
         with pytest.raises(SystemExit):
-            for i in range(10):  # the writer fills up; the first refused item signals
-                w.put(i)
+            bot()
         stats = w.stats()
-        assert stats.dropped == 1 and accounted(stats)
+        assert stats.dropped == 1
+        assert accounted(stats)
         assert stats.items_in == stats.dropped + stats.pending + stats.in_flight + stats.written
     finally:
         restore()

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._common import Columns, Row
+
 if TYPE_CHECKING:
     from ._postgres import PostgresSink
     from ._sqlite import SQLiteSink
 
-__all__ = ["PostgresSink", "SQLiteSink"]
+__all__ = ["Columns", "PostgresSink", "Row", "SQLiteSink"]
 
 _LAZY = {"PostgresSink": "._postgres", "SQLiteSink": "._sqlite"}
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeAlias
 
 from .._errors import ConfigurationError
 
-__all__ = ["Columns", "parse_columns", "quote_identifier"]
+__all__ = ["Columns", "Row", "parse_columns", "quote_identifier"]
 
-Columns = Iterable[str] | Mapping[str, str]
+Row: TypeAlias = Sequence[Any] | Mapping[str, Any]
+"""A row for a SQL sink: values in column order, or a mapping of column name to value.
+
+The writers check a row's shape at ``put`` and turn a mapping into a tuple, so
+the sink itself only ever receives sequences."""
+
+Columns: TypeAlias = Iterable[str] | Mapping[str, str]
 """Column names, or a mapping of column name to SQL type (used to create the table)."""
 
 

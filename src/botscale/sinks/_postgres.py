@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._compat import require
 from .._errors import ConfigurationError
 from .._validation import check_positive_int
-from ._common import Columns, parse_columns, quote_identifier
+from ._common import Columns, Row, parse_columns, quote_identifier
 
 if TYPE_CHECKING:
     import asyncpg
@@ -66,7 +65,8 @@ class PostgresSink:
     ) -> None:
         apg = require("asyncpg", "postgres", feature="PostgresSink")
         self.table, self.columns, self._types = parse_columns(table, columns)
-        if schema is not None and (not isinstance(schema, str) or not schema):
+        given: object = schema
+        if given is not None and not (isinstance(given, str) and given):
             raise ConfigurationError(f"schema must be a non-empty str or None, got {schema!r}")
         if method not in ("copy", "executemany"):
             raise ConfigurationError(f"method must be 'copy' or 'executemany', got {method!r}")
@@ -134,7 +134,7 @@ class PostgresSink:
                 self._ready = True
         return self._target
 
-    async def __call__(self, rows: list[Sequence[Any]]) -> None:
+    async def __call__(self, rows: list[Row]) -> None:
         """Insert ``rows`` in one transaction; on any error nothing is inserted.
 
         Raises:
@@ -148,7 +148,7 @@ class PostgresSink:
         else:
             await self._write(source, rows)
 
-    async def _write(self, conn: Any, rows: list[Sequence[Any]]) -> None:
+    async def _write(self, conn: Any, rows: list[Row]) -> None:
         async with conn.transaction():
             if self.method == "copy":
                 await conn.copy_records_to_table(

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from .._errors import ConfigurationError
 from .._validation import check_non_negative
-from ._common import Columns, parse_columns, quote_identifier
+from ._common import Columns, Row, parse_columns, quote_identifier
 
 __all__ = ["SQLiteSink"]
 
@@ -68,7 +67,7 @@ class SQLiteSink:
         busy_timeout: float = 5.0,
     ) -> None:
         self.table, self.columns, types = parse_columns(table, columns)
-        level = synchronous.upper() if isinstance(synchronous, str) else synchronous
+        level = str(synchronous).upper()
         if level not in _SYNCHRONOUS:
             raise ConfigurationError(
                 f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}"
@@ -105,7 +104,7 @@ class SQLiteSink:
         marks = ", ".join("?" for _ in self.columns)
         self._insert = f"INSERT INTO {quote_identifier(self.table)} ({quoted}) VALUES ({marks})"
 
-    def __call__(self, rows: list[Sequence[Any]]) -> None:
+    def __call__(self, rows: list[Row]) -> None:
         """Insert ``rows`` in one transaction; on any error nothing is inserted.
 
         Raises:
