@@ -292,10 +292,10 @@ class _Core:
         with self.lock:
             try:
                 self.flights.pop(key, None)
+                return self.cache.pop(key, _MISSING) is not _MISSING
             except TypeError:
                 self.check_hashable(key, args, kwargs)
                 raise
-            return self.cache.pop(key, _MISSING) is not _MISSING
 
     def clear(self) -> None:
         with self.lock:
