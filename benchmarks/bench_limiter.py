@@ -7,7 +7,10 @@ asked the same sequence of keys, in process memory, from one thread:
   asked at most 20 times, so nearly every request is allowed (the path a bot
   under normal load takes);
 * one hot key: the same key every time, so after 30 grants every request is
-  denied (a user flooding the bot).
+  denied (a user flooding the bot);
+* a new key every time (200 000 distinct keys, as when a bot goes viral): every
+  request inserts a key, and past botscale's default cap of 100 000 keys each
+  insert also evicts one (the floor just grows).
 
 The floor is the dict token bucket bot authors write by hand (two floats per
 key, no lock, returns a bool).  botscale returns a ``Decision`` (allowed,
@@ -59,7 +62,14 @@ class LockedDictTokenBucket(DictTokenBucket):
 
     def try_acquire(self, key: str) -> bool:
         with self.lock:
-            return super().try_acquire(key)
+            now = time.monotonic()
+            tokens, last = self.buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1:
+                self.buckets[key] = (tokens - 1, now)
+                return True
+            self.buckets[key] = (tokens, now)
+            return False
 
 
 class ProtocolOnly:
@@ -185,6 +195,7 @@ def run(quick: bool) -> list[Section]:
     repeat = 3 if quick else 7
     many = [KEYS[i % len(KEYS)] for i in range(n_ops)]
     hot = [HOT] * n_ops
+    fresh = [f"new:{i}" for i in range(n_ops)]
     return [
         _section(
             "Rate limit decision, 10 000 keys (mostly allowed)",
@@ -195,6 +206,11 @@ def run(quick: bool) -> list[Section]:
             "Rate limit decision, one hot key (mostly denied)",
             "one key, 30/min",
             _measure(hot, repeat),
+        ),
+        _section(
+            "Rate limit decision, a new key every time (inserts, evictions)",
+            "200k distinct keys (20k with --quick)",
+            _measure(fresh, repeat),
         ),
     ]
 
