@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from botscale import BackendError, ConfigurationError
+from botscale import BackendError, ConfigurationError, Decision
 from botscale.backends._json import dumps, loads
 from botscale.backends._redis_base import check_prefix, decode_key, encode_key
-from botscale.backends._redis_limiter import micros
+from botscale.backends._redis_limiter import decision, micros
 from botscale.backends.redis import (
     CircuitBreaker,
     RedisBackend,
@@ -250,3 +250,21 @@ def test_micros_never_shortens_an_interval(interval: float) -> None:
 @pytest.mark.parametrize(("interval", "us"), [(0.1, 100_000), (2.0, 2_000_000), (1 / 30, 33_334)])
 def test_micros_of_common_intervals(interval: float, us: int) -> None:
     assert micros(interval) == us
+
+
+# --- replies of gcra.lua ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (0, Decision(True, 0, 0.0)),
+        (7, Decision(True, 7, 0.0)),
+        (100_000, Decision(True, 100_000, 0.0)),
+        (-1, Decision(False, 0, 0.0)),
+        (-1 - 2_500_000, Decision(False, 0, 2.5)),
+        ([2, 1_000_000], Decision(False, 2, 1.0)),
+    ],
+)
+def test_script_replies_become_decisions(reply: int | list[int], expected: Decision) -> None:
+    assert decision(reply) == expected

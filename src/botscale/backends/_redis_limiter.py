@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from typing_extensions import Self
 
 from .._errors import ConfigurationError
-from .._gcra import Decision
+from .._gcra import ALLOWED, Decision
 from .._protocols import RateLimitBackend
 from .._validation import check_positive
 from ._breaker import CircuitBreaker, Guard, RedisStats, check_policy
@@ -39,12 +39,28 @@ LimiterPolicy = Literal["open", "closed", "local"]
 ``"local"``: decide in this process with ``local_share`` of each rate."""
 
 _GCRA: Final = LuaScript("gcra.lua")
+_CACHED: Final = len(ALLOWED)
 
 
 def micros(interval: float) -> int:
     """Seconds per token as whole microseconds, rounded up (>= 1)."""
     # round() first: 0.1 s is 100000.00000000001 us in binary floating point.
     return max(1, math.ceil(round(interval * 1e6, 3)))
+
+
+def decision(reply: int | list[int]) -> Decision:
+    """The :class:`Decision` for a reply of ``gcra.lua``.
+
+    ``n >= 0``: allowed, ``n`` tokens left; ``n < 0``: denied holding no
+    token, retry after ``-1 - n`` microseconds; ``[held, retry_us]``: denied
+    holding ``held`` tokens (fewer than the cost).
+    """
+    if type(reply) is int:
+        if reply >= 0:
+            return ALLOWED[reply] if reply < _CACHED else Decision(True, reply, 0.0)
+        return Decision(False, 0, (-1 - reply) / 1e6)
+    held, retry_us = reply  # type: ignore[misc]
+    return Decision(False, held, retry_us / 1e6)
 
 
 def check_share(share: float) -> float:
@@ -218,14 +234,14 @@ class RedisBackend(_Base):
         guard = self._guard
         if guard.ready():
             try:
-                allowed, remaining, retry_us = _GCRA.run(
+                reply = _GCRA.run(
                     self.client, 1, self._head + key + "}", micros(interval), burst, cost
                 )
             except self._errors as exc:
                 guard.failed(exc)
                 return self._without_redis(exc, key, now, interval, burst, cost)
             guard.ok()
-            return Decision(allowed == 1, remaining, retry_us / 1e6)
+            return decision(reply)
         return self._without_redis(None, key, now, interval, burst, cost)
 
     def reset(self, key: str) -> None:
@@ -315,14 +331,14 @@ class AsyncRedisBackend(_Base):
         guard = self._guard
         if guard.ready():
             try:
-                allowed, remaining, retry_us = await _GCRA.arun(
+                reply = await _GCRA.arun(
                     self.client, 1, self._head + key + "}", micros(interval), burst, cost
                 )
             except self._errors as exc:
                 guard.failed(exc)
                 return self._without_redis(exc, key, now, interval, burst, cost)
             guard.ok()
-            return Decision(allowed == 1, remaining, retry_us / 1e6)
+            return decision(reply)
         return self._without_redis(None, key, now, interval, burst, cost)
 
     async def reset(self, key: str) -> None:
