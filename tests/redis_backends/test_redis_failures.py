@@ -172,3 +172,29 @@ async def test_async_state_store_policies(dead_aclient: aredis.Redis) -> None:
     assert await opened.get(1, 7) == 7
     assert await opened.size() == 0
     assert await opened.update(1, lambda v: [*v, 1], default=[]) == [1]
+
+
+def test_local_policy_decides_in_process_with_a_share_of_the_rate(
+    dead_client: redis.Redis, clock: FakeClock
+) -> None:
+    from botscale import Rate, RateLimiter
+
+    backend = RedisBackend(dead_client, prefix="bot", on_error="local", local_share=0.5)
+    limiter = RateLimiter(Rate(10, 1.0), 4, clock=clock, backend=backend)  # 0.1 s per token
+    grants = [limiter.try_acquire("user") for _ in range(3)]
+    assert [d.allowed for d in grants] == [True, True, False]  # burst 4 -> 2 here
+    assert grants[2].retry_after == pytest.approx(0.2)  # 10/s -> 5/s here
+    clock.advance(0.2)
+    assert limiter.try_acquire("user").allowed
+    assert backend.stats().degraded == 4
+    limiter.reset("user")  # also forgets the local bucket
+    assert limiter.try_acquire("user").allowed
+
+
+async def test_async_local_policy(dead_aclient: aredis.Redis, clock: FakeClock) -> None:
+    backend = AsyncRedisBackend(dead_aclient, prefix="bot", on_error="local", local_share=0.25)
+    decisions = [
+        await backend.acquire("k", now=clock(), interval=0.1, burst=8, cost=1) for _ in range(3)
+    ]
+    assert [d.allowed for d in decisions] == [True, True, False]
+    assert decisions[2].retry_after == pytest.approx(0.4)
