@@ -384,11 +384,26 @@ class IncomingGuard:
     # ------------------------------------------------------------------ decisions
 
     def check(self, info: UpdateInfo) -> Verdict:
-        """Decide one update: duplicate, limited, or go ahead.  Thread-safe, O(1)."""
+        """Decide one update: duplicate, limited, or go ahead.  Thread-safe, O(1).
+
+        The same as :meth:`check_duplicate` followed by :meth:`check_limit`.
+        """
         dedup = self.dedup
         if dedup is not None and info.update_id is not None and dedup.seen(info.update_id):
             self._count("_duplicates")
             return DUPLICATE
+        return self.check_limit(info)
+
+    def check_duplicate(self, info: UpdateInfo) -> Verdict:
+        """Only the de-duplication part of :meth:`check`."""
+        dedup = self.dedup
+        if dedup is not None and info.update_id is not None and dedup.seen(info.update_id):
+            self._count("_duplicates")
+            return DUPLICATE
+        return PROCEED
+
+    def check_limit(self, info: UpdateInfo) -> Verdict:
+        """Only the update-level rate limit part of :meth:`check`."""
         limiter = self.limiter
         if limiter is not None:
             if info.user_id is not None and info.user_id in self.exempt:
@@ -404,6 +419,11 @@ class IncomingGuard:
         with self._counter_lock:
             self._passed += 1
         return PROCEED
+
+    def count_passed(self) -> None:
+        """Count an update handed to its handler without a limit check (an exempt handler)."""
+        with self._counter_lock:
+            self._passed += 1
 
     def check_handler(self, info: UpdateInfo, limit: HandlerLimit, handler: str) -> Verdict:
         """Decide one update against a handler's own limit (its keys are the handler's).

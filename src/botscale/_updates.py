@@ -36,6 +36,7 @@ from ._validation import check_positive, check_positive_int
 __all__ = [
     "POLLING_LIMIT",
     "POLLING_TIMEOUT",
+    "RunnerHold",
     "RunnerStats",
     "ThreadedUpdateRunner",
     "UpdateRunner",
@@ -222,6 +223,49 @@ class UpdateRunner(_RunnerBase):
                 async with self._room:
                     self._room.notify()
 
+    async def hold(self, info: UpdateInfo) -> RunnerHold:
+        """Wait for the update's turn and a slot, for frameworks with before/after hooks.
+
+        The caller runs the update, then calls ``release()`` on the returned
+        hold exactly once (AsyncTeleBot's middleware ``post_process``).  The
+        time budget is logged as for :meth:`run`; cancelling is not possible.
+        """
+        key = _order_key(info, self.key)
+        with self._count_lock:
+            self._pending += 1
+        try:
+            if key is not None:
+                await self._locks.acquire(key)
+            try:
+                await self._slots.acquire_async()
+            except BaseException:
+                if key is not None:
+                    self._locks.release(key)
+                raise
+        except BaseException:
+            with self._count_lock:
+                self._pending -= 1
+            raise
+        with self._count_lock:
+            self._running += 1
+        timer = None
+        if self.time_budget is not None:
+            timer = asyncio.get_running_loop().call_later(
+                self.time_budget, self._note_slow, info, self._clock()
+            )
+        return RunnerHold(self, key, timer)
+
+    def _release_hold(self, key: Hashable | None, timer: asyncio.TimerHandle | None) -> None:
+        if timer is not None:
+            timer.cancel()
+        self._slots.release()
+        if key is not None:
+            self._locks.release(key)
+        with self._count_lock:
+            self._running -= 1
+            self._pending -= 1
+            self._counts["completed"] += 1
+
     async def _timed(self, info: UpdateInfo, work: Callable[[], Awaitable[T]]) -> T | None:
         with self._count_lock:
             self._running += 1
@@ -285,6 +329,26 @@ class UpdateRunner(_RunnerBase):
         """Wait for every submitted update to finish."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class RunnerHold:
+    """An update's turn from :meth:`UpdateRunner.hold`; ``release()`` it once."""
+
+    __slots__ = ("_key", "_released", "_runner", "_timer")
+
+    def __init__(
+        self, runner: UpdateRunner, key: Hashable | None, timer: asyncio.TimerHandle | None
+    ) -> None:
+        self._runner = runner
+        self._key = key
+        self._timer = timer
+        self._released = False
+
+    def release(self) -> None:
+        """Give the turn and the slot back (a second call does nothing)."""
+        if not self._released:
+            self._released = True
+            self._runner._release_hold(self._key, self._timer)
 
 
 async def _as_coroutine(work: Callable[[], Awaitable[T]]) -> T:

@@ -1,0 +1,420 @@
+"""botscale for python-telegram-bot 22: translation only, the core decides.
+
+One line for the common case (call it after adding your handlers)::
+
+    from botscale.adapters.ptb import install, polling_kwargs
+
+    app = install(ApplicationBuilder().token(TOKEN))     # builds the Application
+    app.add_handler(...)                                  # or before, on the builder's app
+    app.run_polling(**polling_kwargs(app))
+
+What :func:`install` wires:
+
+* :class:`FloodRateLimiter`, a ``BaseRateLimiter`` (``ApplicationBuilder().rate_limiter``):
+  every Bot API call through :class:`~botscale.AsyncFloodControl`; pass a
+  :class:`~botscale.Priority` as ``rate_limit_args`` to rank a call by hand;
+* :class:`OrderedUpdateProcessor`, a ``BaseUpdateProcessor``
+  (``ApplicationBuilder().concurrent_updates``): updates run concurrently with
+  each chat's order kept, a global cap and bounded intake (the fetch loop waits
+  instead of creating a task per update);
+* the incoming guard as a ``TypeHandler`` in group -1: duplicates and limited
+  updates stop there with ``ApplicationHandlerStop`` (a limited user gets one
+  notice per window); the current update's :class:`~botscale.UserState` is
+  :func:`user_state`, and every handler callback is timed by the monitor.
+"""
+
+from __future__ import annotations
+
+from .._compat import require
+
+require("telegram.ext", "ptb", feature="botscale.adapters.ptb")
+
+import contextvars  # noqa: E402
+import functools  # noqa: E402
+import logging  # noqa: E402
+import weakref  # noqa: E402
+from collections.abc import Awaitable, Callable, Coroutine  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any, Final  # noqa: E402
+
+from telegram import Update  # noqa: E402
+from telegram.error import (  # noqa: E402
+    BadRequest,
+    ChatMigrated,
+    Conflict,
+    EndPointNotFound,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.ext import (  # noqa: E402
+    Application,
+    ApplicationBuilder,
+    ApplicationHandlerStop,
+    BaseHandler,
+    BaseRateLimiter,
+    BaseUpdateProcessor,
+    CallbackContext,
+    ConversationHandler,
+    TypeHandler,
+)
+
+from .._flood import AsyncFloodControl, OutgoingRequest, Priority, _reply_chat_var  # noqa: E402
+from .._incoming import IncomingGuard, UpdateInfo, UserState  # noqa: E402
+from .._telegram import ApiFailure, FailureKind  # noqa: E402
+from .._updates import POLLING_TIMEOUT, UpdateRunner, allowed_updates  # noqa: E402
+
+__all__ = [
+    "FloodRateLimiter",
+    "Installed",
+    "OrderedUpdateProcessor",
+    "classify",
+    "guard_handler",
+    "install",
+    "installed",
+    "polling_kwargs",
+    "update_info",
+    "user_state",
+]
+
+_log: Final = logging.getLogger("botscale.adapters.ptb")
+
+GUARD_GROUP: Final = -1
+"""The handler group of the incoming guard (before every default group)."""
+
+_current: contextvars.ContextVar[tuple[UpdateInfo, UserState | None] | None] = (
+    contextvars.ContextVar("botscale_ptb_update", default=None)
+)
+
+
+def classify(exc: BaseException) -> ApiFailure | None:
+    """PTB's exceptions as :class:`~botscale.ApiFailure` (``None``: not a Bot API failure).
+
+    PTB folds 5xx answers into ``NetworkError`` (``BadRequest`` is a subclass
+    too, tested first): those are retried with backoff like network errors.
+    """
+    if not isinstance(exc, TelegramError):
+        return None
+    message = exc.message
+    if isinstance(exc, RetryAfter):
+        seconds = exc._retry_after.total_seconds()  # the property warns about its future type
+        return ApiFailure(FailureKind.FLOOD, seconds, 429, message)
+    if isinstance(exc, Forbidden):
+        return ApiFailure(FailureKind.FORBIDDEN, None, 403, message)
+    if isinstance(exc, BadRequest):
+        return ApiFailure(FailureKind.CLIENT, None, 400, message)
+    if isinstance(exc, TimedOut):
+        return ApiFailure(FailureKind.NETWORK, None, None, message)
+    if isinstance(exc, (InvalidToken, Conflict, ChatMigrated, EndPointNotFound)):
+        return ApiFailure(FailureKind.CLIENT, None, None, message)
+    if isinstance(exc, NetworkError):
+        return ApiFailure(FailureKind.SERVER, None, None, message)
+    return ApiFailure(FailureKind.CLIENT, None, None, message)
+
+
+def update_info(update: object) -> UpdateInfo:
+    """Describe a PTB ``Update`` (anything else becomes kind ``"unknown"``)."""
+    if not isinstance(update, Update):
+        return UpdateInfo("unknown")
+    message = update.message
+    if message is not None:
+        user = message.from_user
+        chat = message.chat
+        return UpdateInfo(
+            "message", update.update_id, user.id if user else None, chat.id, chat.type
+        )
+    kind = "unknown"
+    for name in _KINDS:
+        if getattr(update, name, None) is not None:
+            kind = name
+            break
+    someone = update.effective_user
+    where = update.effective_chat
+    return UpdateInfo(
+        kind,
+        update.update_id,
+        someone.id if someone is not None else None,
+        where.id if where is not None else None,
+        where.type if where is not None else None,
+    )
+
+
+_KINDS: Final = tuple(Update.ALL_TYPES)
+
+
+def user_state() -> UserState | None:
+    """The current update's user state (set by the guard; ``None`` without a store)."""
+    current = _current.get()
+    return None if current is None else current[1]
+
+
+class FloodRateLimiter(BaseRateLimiter[Priority]):
+    """PTB's rate-limiter seam, filled with :class:`~botscale.AsyncFloodControl`.
+
+    ``ApplicationBuilder().rate_limiter(FloodRateLimiter())``.  A call's
+    ``rate_limit_args`` may be a :class:`~botscale.Priority`
+    (``await bot.send_message(..., rate_limit_args=Priority.BULK)``).
+    """
+
+    def __init__(self, flood: AsyncFloodControl | None = None) -> None:
+        self.flood = flood if flood is not None else AsyncFloodControl()
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to release."""
+
+    async def process_request(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: Priority | None,
+    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
+        """Send the call in its turn, retrying as the flood controller decides."""
+        priority = rate_limit_args if isinstance(rate_limit_args, Priority) else None
+        request = OutgoingRequest.from_params(endpoint, data, priority=priority)
+        return await self.flood.call(request, lambda: callback(*args, **kwargs), classify=classify)
+
+
+class OrderedUpdateProcessor(BaseUpdateProcessor):
+    """Concurrent updates with each chat's order kept, a global cap and bounded intake.
+
+    ``ApplicationBuilder().concurrent_updates(OrderedUpdateProcessor())``.
+    PTB's own processors start a task per fetched update (an unbounded pile
+    when a backlog arrives); this one reports one "concurrent update" to
+    PTB, so the fetch loop hands updates over one by one, and the
+    :class:`~botscale.UpdateRunner` accepts each only when fewer than its
+    ``max_pending`` are unfinished, then runs it behind its chat's earlier
+    updates, at most ``concurrency`` at once.
+
+    Args:
+        runner: the runner (default ``UpdateRunner()``).
+        guard: times every update in its monitor (``update.<kind>``).
+    """
+
+    def __init__(
+        self, runner: UpdateRunner | None = None, guard: IncomingGuard | None = None
+    ) -> None:
+        super().__init__(max_concurrent_updates=1)
+        self.runner = runner if runner is not None else UpdateRunner()
+        self.guard = guard
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        """Hand the update to the runner (returns once it is accepted, not finished)."""
+        info = update_info(update)
+        guard = self.guard
+
+        async def work() -> None:
+            if guard is None:
+                await coroutine
+                return
+            with guard.track(info):
+                await coroutine
+
+        await self.runner.submit(info, work)
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Wait for the accepted updates to finish."""
+        await self.runner.join()
+
+
+def guard_handler(guard: IncomingGuard) -> TypeHandler[Update, Any, Any]:
+    """The incoming guard as a ``TypeHandler`` for group -1 (``install`` adds it).
+
+    Duplicates and limited updates stop with ``ApplicationHandlerStop``; a
+    limited user gets the guard's notice (at most once per window).
+    """
+
+    async def check(update: Update, context: CallbackContext[Any, Any, Any, Any]) -> None:
+        info = update_info(update)
+        verdict = guard.check(info)
+        if not verdict:
+            if verdict.notice is not None:
+                await _deliver_notice(update, context, info, verdict.notice)
+            raise ApplicationHandlerStop
+        # Context variables set here stay set for the handlers of this update
+        # (the same task; non-blocking handlers copy the context).
+        _current.set((info, guard.user_state(info)))
+        _reply_chat_var.set(None if info.chat_id is None else str(info.chat_id))
+
+    return TypeHandler(Update, check)
+
+
+async def _deliver_notice(
+    update: Update, context: CallbackContext[Any, Any, Any, Any], info: UpdateInfo, text: str
+) -> None:
+    try:
+        if update.callback_query is not None:
+            await update.callback_query.answer(text)
+        elif info.chat_id is not None:
+            await context.bot.send_message(info.chat_id, text)
+    except Exception:
+        _log.warning("could not send the rate-limit notice to chat %s", info.chat_id, exc_info=True)
+
+
+def _timed(guard: IncomingGuard, callback: Callable[..., Any], name: str) -> Callable[..., Any]:
+    if getattr(callback, "__botscale_timed__", False):
+        return callback
+
+    @functools.wraps(callback)
+    async def timed(update: object, context: Any) -> Any:
+        current = _current.get()
+        info = current[0] if current is not None else update_info(update)
+        with guard.track(info, name):
+            return await callback(update, context)
+
+    timed.__botscale_timed__ = True  # type: ignore[attr-defined]
+    return timed
+
+
+def _handlers(items: Any) -> list[BaseHandler[Any, Any, Any]]:
+    found: list[BaseHandler[Any, Any, Any]] = []
+    for handler in items:
+        if isinstance(handler, ConversationHandler):
+            found += _handlers(handler.entry_points)
+            for state_handlers in handler.states.values():
+                found += _handlers(state_handlers)
+            found += _handlers(handler.fallbacks)
+        else:
+            found.append(handler)
+    return found
+
+
+def monitor_handlers(app: Application[Any, Any, Any, Any, Any, Any], guard: IncomingGuard) -> int:
+    """Time every handler callback registered now as ``handler.<name>``; return how many.
+
+    Handlers added later are not timed: call it again (it skips timed ones).
+    """
+    if guard.monitor is None:
+        return 0
+    count = 0
+    for group, handlers in app.handlers.items():
+        if group == GUARD_GROUP:
+            continue
+        for handler in _handlers(handlers):
+            callback = handler.callback
+            name = f"handler.{getattr(callback, '__qualname__', None) or callback!r}"
+            handler.callback = _timed(guard, callback, name)
+            count += 1
+    return count
+
+
+@dataclass
+class Installed:
+    """What :func:`install` set up (``installed(app)`` finds it again).
+
+    Attributes:
+        guard: the incoming guard.
+        flood: the flood controller (``None`` if not installed).
+        runner: the update runner (``None`` if not installed).
+    """
+
+    guard: IncomingGuard
+    flood: AsyncFloodControl | None
+    runner: UpdateRunner | None
+
+
+_installed: weakref.WeakKeyDictionary[Any, Installed] = weakref.WeakKeyDictionary()
+_DEFAULT: Final[Any] = object()
+
+
+def installed(app: Application[Any, Any, Any, Any, Any, Any]) -> Installed | None:
+    """What :func:`install` set up on ``app``."""
+    return _installed.get(app)
+
+
+def install(
+    target: ApplicationBuilder[Any, Any, Any, Any, Any, Any]
+    | Application[Any, Any, Any, Any, Any, Any],
+    *,
+    guard: IncomingGuard | None = _DEFAULT,
+    flood: AsyncFloodControl | None = _DEFAULT,
+    runner: UpdateRunner | None = _DEFAULT,
+) -> Application[Any, Any, Any, Any, Any, Any]:
+    """Put botscale into a PTB bot; returns the Application.
+
+    Given an ``ApplicationBuilder``, sets its rate limiter and update
+    processor, builds it, then adds the guard.  Given a built
+    ``Application``, only the guard and the handler timing can be added
+    (PTB fixes the rate limiter and processor at build time).
+
+    Args:
+        target: the builder (full install) or a built application.
+        guard: the incoming decisions (default ``IncomingGuard()``), or ``None``.
+        flood: the flood controller (default ``AsyncFloodControl()``), or ``None``.
+        runner: the update runner (default ``UpdateRunner()``), or ``None``.
+    """
+    if guard is _DEFAULT:
+        guard = IncomingGuard()
+    if isinstance(target, ApplicationBuilder):
+        if flood is _DEFAULT:
+            flood = AsyncFloodControl()
+        if runner is _DEFAULT:
+            runner = UpdateRunner()
+        if flood is not None:
+            target = target.rate_limiter(FloodRateLimiter(flood))
+        if runner is not None:
+            target = target.concurrent_updates(OrderedUpdateProcessor(runner, guard))
+        app = target.build()
+    elif isinstance(target, Application):
+        app = target
+        flood = runner = None
+    else:
+        raise TypeError(f"install needs an ApplicationBuilder or Application, got {type(target)}")
+    if guard is not None:
+        app.add_handler(guard_handler(guard), group=GUARD_GROUP)
+        monitor_handlers(app, guard)
+    parts = Installed(guard or IncomingGuard(None, dedup=False), flood, runner)
+    _installed[app] = parts
+    return app
+
+
+# Update kinds each handler class can receive (None: any kind).
+_HANDLER_KINDS: Final[dict[str, tuple[str, ...] | None]] = {
+    "CommandHandler": ("message", "edited_message"),
+    "PrefixHandler": ("message", "edited_message"),
+    "MessageHandler": ("message", "edited_message", "channel_post", "edited_channel_post"),
+    "CallbackQueryHandler": ("callback_query",),
+    "InlineQueryHandler": ("inline_query",),
+    "ChosenInlineResultHandler": ("chosen_inline_result",),
+    "PollHandler": ("poll",),
+    "PollAnswerHandler": ("poll_answer",),
+    "ChatMemberHandler": ("my_chat_member", "chat_member"),
+    "ChatJoinRequestHandler": ("chat_join_request",),
+    "PreCheckoutQueryHandler": ("pre_checkout_query",),
+    "ShippingQueryHandler": ("shipping_query",),
+    "MessageReactionHandler": ("message_reaction", "message_reaction_count"),
+    "ChatBoostHandler": ("chat_boost", "removed_chat_boost"),
+    "BusinessConnectionHandler": ("business_connection",),
+    "BusinessMessagesDeletedHandler": ("deleted_business_messages",),
+    "PaidMediaPurchasedHandler": ("purchased_paid_media",),
+}
+
+
+def polling_kwargs(app: Application[Any, Any, Any, Any, Any, Any]) -> dict[str, Any]:
+    """``app.run_polling(**polling_kwargs(app))``: the polling preset.
+
+    Long polling with a 30 s timeout and ``allowed_updates`` limited to the
+    kinds the registered handlers receive (all kinds if a handler of another
+    type could take any update).  PTB fetches 100 updates per call already.
+    """
+    kinds: set[str] = set()
+    for group, handlers in app.handlers.items():
+        if group == GUARD_GROUP:
+            continue
+        for handler in _handlers(handlers):
+            handled = _HANDLER_KINDS.get(type(handler).__name__, None)
+            if handled is None:
+                return {"timeout": POLLING_TIMEOUT, "allowed_updates": Update.ALL_TYPES}
+            kinds.update(handled)
+    return {"timeout": POLLING_TIMEOUT, "allowed_updates": allowed_updates(kinds)}

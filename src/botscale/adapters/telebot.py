@@ -1,0 +1,609 @@
+"""botscale for pyTelegramBotAPI 4 (``TeleBot`` with threads, and ``AsyncTeleBot``).
+
+Two lines for the common case::
+
+    from botscale.adapters.telebot import install, polling_kwargs
+
+    bot = telebot.TeleBot(TOKEN, use_class_middlewares=True)
+    install(bot)
+    bot.infinity_polling(**polling_kwargs(bot))
+
+What :func:`install` wires (translation only; the core decides):
+
+* a class-based middleware (``use_class_middlewares=True`` is required) that
+  cancels limited updates with ``CancelUpdate`` (one notice per window), times
+  every update in the monitor with its user and chat, marks replies to the
+  current chat as interactive, and puts ``user_state`` into the handler ``data``;
+* de-duplication of updates by ``update_id`` (telebot hands middlewares the
+  inner objects, which carry no update id, so ``process_new_updates`` is wrapped);
+* concurrency: for the threaded ``TeleBot``, its worker pool is replaced by a
+  :class:`~botscale.ThreadedUpdateRunner` (each chat in order, ``num_threads``
+  workers, bounded intake: the polling thread waits instead of queueing without
+  end); for ``AsyncTeleBot``, the middleware holds the chat's turn and a global
+  slot around the handlers, and ``get_updates`` waits while too many updates
+  are unfinished;
+* outgoing flood control through telebot's request hooks, which are
+  process-wide: ``apihelper.CUSTOM_REQUEST_SENDER`` (sync) and
+  ``asyncio_helper._process_request`` (async; telebot has no public hook there).
+  :func:`uninstall_flood_control` puts them back.
+"""
+
+from __future__ import annotations
+
+from .._compat import require
+
+require("telebot", "telebot", feature="botscale.adapters.telebot")
+
+import asyncio  # noqa: E402
+import contextvars  # noqa: E402
+import logging  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any, Final  # noqa: E402
+
+import requests  # noqa: E402
+import telebot  # noqa: E402
+from telebot import apihelper, asyncio_handler_backends, asyncio_helper, handler_backends  # noqa: E402
+from telebot.async_telebot import AsyncTeleBot  # noqa: E402
+
+from .._flood import (  # noqa: E402
+    AsyncFloodControl,
+    FloodControl,
+    OutgoingRequest,
+    _reply_chat_var,
+)
+from .._incoming import IncomingGuard, UpdateInfo  # noqa: E402
+from .._telegram import (  # noqa: E402
+    ApiFailure,
+    FailureKind,
+    classify_api_answer,
+    failure_for_status,
+)
+from .._updates import (  # noqa: E402
+    POLLING_TIMEOUT,
+    ThreadedUpdateRunner,
+    UpdateRunner,
+    allowed_updates,
+)
+
+__all__ = [
+    "AsyncGuardMiddleware",
+    "GuardMiddleware",
+    "Installed",
+    "classify",
+    "install",
+    "install_flood_control",
+    "polling_kwargs",
+    "uninstall_flood_control",
+    "update_info",
+]
+
+_log: Final = logging.getLogger("botscale.adapters.telebot")
+_STATE: Final = "_botscale"
+UPDATE_TYPES: Final[list[str]] = list(telebot.util.update_types)
+
+
+def update_info(obj: Any, update_type: str, update_id: int | None = None) -> UpdateInfo:
+    """Describe the object telebot hands a handler (a Message, CallbackQuery, ...)."""
+    user = getattr(obj, "from_user", None) or getattr(obj, "user", None)
+    chat = getattr(obj, "chat", None)
+    if chat is None:
+        message = getattr(obj, "message", None)
+        chat = getattr(message, "chat", None)
+    user_id = getattr(user, "id", None)
+    chat_id = getattr(chat, "id", None)
+    return UpdateInfo(
+        update_type,
+        update_id,
+        user_id if isinstance(user_id, int) else None,
+        chat_id if isinstance(chat_id, int) else None,
+        getattr(chat, "type", None),
+    )
+
+
+def _update_kind(update: Any) -> tuple[str, Any]:
+    for kind in UPDATE_TYPES:
+        body = getattr(update, kind, None)
+        if body is not None:
+            return kind, body
+    return "unknown", None
+
+
+# --------------------------------------------------------------------------- failures
+
+
+class _ErrorAnswer(Exception):
+    """A non-2xx answer of the sync sender, carried through the flood controller."""
+
+    def __init__(self, response: requests.Response, failure: ApiFailure) -> None:
+        super().__init__(failure.description)
+        self.response = response
+        self.failure = failure
+
+
+def classify(exc: BaseException) -> ApiFailure | None:
+    """telebot's (sync and async) exceptions as :class:`~botscale.ApiFailure`."""
+    if isinstance(exc, _ErrorAnswer):
+        return exc.failure
+    if isinstance(exc, (apihelper.ApiTelegramException, asyncio_helper.ApiTelegramException)):
+        return classify_api_answer(exc.error_code, exc.result_json) or ApiFailure(
+            FailureKind.CLIENT, None, exc.error_code, exc.description
+        )
+    if isinstance(exc, (apihelper.ApiHTTPException, asyncio_helper.ApiHTTPException)):
+        status = getattr(exc.result, "status_code", None) or getattr(exc.result, "status", 0)
+        return failure_for_status(int(status or 0), str(exc), None)
+    if isinstance(
+        exc,
+        (
+            asyncio_helper.RequestTimeout,
+            requests.ConnectionError,
+            requests.Timeout,
+            asyncio.TimeoutError,
+        ),
+    ):
+        return ApiFailure(FailureKind.NETWORK, None, None, str(exc))
+    return None
+
+
+def _method_of(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+# --------------------------------------------------------------------------- outgoing
+
+
+_saved: dict[str, Any] = {}
+_hook_lock = threading.Lock()
+
+
+def install_flood_control(flood: FloodControl | AsyncFloodControl) -> None:
+    """Send telebot's Bot API calls through ``flood`` (process-wide).
+
+    A :class:`~botscale.FloodControl` hooks the sync ``TeleBot``
+    (``apihelper.CUSTOM_REQUEST_SENDER``), an :class:`~botscale.AsyncFloodControl`
+    the ``AsyncTeleBot`` (``asyncio_helper._process_request``).  When a call
+    is finally refused, telebot raises its own ``ApiTelegramException``.
+    """
+    with _hook_lock:
+        if isinstance(flood, FloodControl):
+            _saved.setdefault("sender", apihelper.CUSTOM_REQUEST_SENDER)
+            apihelper.CUSTOM_REQUEST_SENDER = _sync_sender(flood)  # type: ignore[assignment]
+        elif isinstance(flood, AsyncFloodControl):
+            _saved.setdefault("process_request", asyncio_helper._process_request)
+            asyncio_helper._process_request = _async_process_request(
+                flood, _saved["process_request"]
+            )
+        else:
+            raise TypeError(f"flood must be FloodControl or AsyncFloodControl, got {type(flood)}")
+
+
+def uninstall_flood_control() -> None:
+    """Put telebot's request hooks back as they were before :func:`install_flood_control`."""
+    with _hook_lock:
+        if "sender" in _saved:
+            apihelper.CUSTOM_REQUEST_SENDER = _saved.pop("sender")
+        if "process_request" in _saved:
+            asyncio_helper._process_request = _saved.pop("process_request")
+
+
+def _sync_sender(flood: FloodControl) -> Callable[..., requests.Response]:
+    def send(
+        method: str,
+        url: str,
+        params: dict[str, Any] | None = None,
+        files: Any = None,
+        timeout: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        request = OutgoingRequest.from_params(_method_of(url), params)
+
+        def attempt() -> requests.Response:
+            session = apihelper._get_req_session()  # type: ignore[no-untyped-call]
+            response = session.request(
+                method, url, params=params, files=files, timeout=timeout, proxies=proxies
+            )
+            if 200 <= response.status_code < 300:
+                return response  # type: ignore[no-any-return]
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = None
+            failure = classify_api_answer(response.status_code, payload)
+            if failure is None:
+                return response  # type: ignore[no-any-return]
+            raise _ErrorAnswer(response, failure)
+
+        try:
+            return flood.call(request, attempt, classify=classify)
+        except _ErrorAnswer as answer:
+            return answer.response  # telebot turns it into its own ApiTelegramException
+
+    return send
+
+
+def _async_process_request(
+    flood: AsyncFloodControl, original: Callable[..., Any]
+) -> Callable[..., Any]:
+    async def process_request(
+        token: str, url: str, method: str = "get", params: Any = None, files: Any = None, **kw: Any
+    ) -> Any:
+        request = OutgoingRequest.from_params(url, params)
+
+        async def attempt() -> Any:
+            # telebot pops "timeout" from params: give every attempt its own copy
+            return await original(
+                token, url, method, dict(params) if params else params, files, **kw
+            )
+
+        return await flood.call(request, attempt, classify=classify)
+
+    return process_request
+
+
+# --------------------------------------------------------------------------- incoming
+
+
+@dataclass(slots=True)
+class _Current:
+    info: UpdateInfo
+    token: contextvars.Token[str | None]
+    started: float
+    hold: Any = None
+
+
+class GuardMiddleware(handler_backends.BaseMiddleware):
+    """The incoming guard as a class-based middleware of the threaded ``TeleBot``."""
+
+    def __init__(self, bot: telebot.TeleBot, guard: IncomingGuard) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.update_sensitive = False
+        self.update_types = UPDATE_TYPES
+        self.bot = bot
+        self.guard = guard
+
+    def pre_process(self, message: Any, data: dict[str, Any]) -> Any:
+        """Limit, notice, state, timing start."""
+        kind = _kind_of(message)
+        info = update_info(message, kind)
+        guard = self.guard
+        verdict = guard.check_limit(info)
+        if not verdict:
+            if verdict.notice is not None:
+                _notify_sync(self.bot, message, info, verdict.notice)
+            return handler_backends.CancelUpdate()
+        if guard.state is not None:
+            data["user_state"] = guard.user_state(info)
+        token = _reply_chat_var.set(None if info.chat_id is None else str(info.chat_id))
+        data[_STATE] = _Current(info, token, time.perf_counter())
+        return None
+
+    def post_process(self, message: Any, data: dict[str, Any], exception: Any) -> None:
+        """Timing end."""
+        current: _Current | None = data.get(_STATE)
+        if current is None:
+            return
+        _reply_chat_var.reset(current.token)
+        _record(self.guard, current, exception)
+
+
+class AsyncGuardMiddleware(asyncio_handler_backends.BaseMiddleware):
+    """The incoming guard as a class-based middleware of ``AsyncTeleBot``.
+
+    Also holds the chat's turn and a global slot of ``runner`` around the
+    handlers, so one chat's updates run in order (register it last).
+    """
+
+    def __init__(
+        self, bot: AsyncTeleBot, guard: IncomingGuard, runner: UpdateRunner | None = None
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.update_sensitive = False
+        self.update_types = UPDATE_TYPES
+        self.bot = bot
+        self.guard = guard
+        self.runner = runner
+
+    async def pre_process(self, message: Any, data: dict[str, Any]) -> Any:
+        """Limit, notice, state, turn, timing start."""
+        kind = _kind_of(message)
+        info = update_info(message, kind)
+        guard = self.guard
+        verdict = guard.check_limit(info)
+        if not verdict:
+            if verdict.notice is not None:
+                await _notify_async(self.bot, message, info, verdict.notice)
+            return asyncio_handler_backends.CancelUpdate()
+        if guard.state is not None:
+            data["user_state"] = guard.user_state(info)
+        hold = await self.runner.hold(info) if self.runner is not None else None
+        token = _reply_chat_var.set(None if info.chat_id is None else str(info.chat_id))
+        data[_STATE] = _Current(info, token, time.perf_counter(), hold)
+        return None
+
+    async def post_process(self, message: Any, data: dict[str, Any], exception: Any) -> None:
+        """Turn release, timing end."""
+        current: _Current | None = data.get(_STATE)
+        if current is None:
+            return
+        _reply_chat_var.reset(current.token)
+        if current.hold is not None:
+            current.hold.release()
+        _record(self.guard, current, exception)
+
+
+def _kind_of(obj: Any) -> str:
+    name = type(obj).__name__
+    return _KIND_BY_TYPE.get(name, name)
+
+
+# telebot hands middlewares the inner object; its type names the update kind
+# (a Message may be message, edited_message, channel_post...: "message" is kept,
+# which is what limits and logs need).
+_KIND_BY_TYPE: Final[dict[str, str]] = {
+    "Message": "message",
+    "CallbackQuery": "callback_query",
+    "InlineQuery": "inline_query",
+    "ChosenInlineResult": "chosen_inline_result",
+    "ShippingQuery": "shipping_query",
+    "PreCheckoutQuery": "pre_checkout_query",
+    "Poll": "poll",
+    "PollAnswer": "poll_answer",
+    "ChatMemberUpdated": "chat_member",
+    "ChatJoinRequest": "chat_join_request",
+    "MessageReactionUpdated": "message_reaction",
+    "MessageReactionCountUpdated": "message_reaction_count",
+    "ChatBoostUpdated": "chat_boost",
+    "ChatBoostRemoved": "removed_chat_boost",
+    "BusinessConnection": "business_connection",
+    "BusinessMessagesDeleted": "deleted_business_messages",
+    "PaidMediaPurchased": "purchased_paid_media",
+}
+
+
+def _record(guard: IncomingGuard, current: _Current, exception: Any) -> None:
+    monitor = guard.monitor
+    if monitor is None:
+        return
+    info = current.info
+    monitor.record(
+        f"update.{info.kind}",
+        max(0.0, time.perf_counter() - current.started),
+        error=exception is not None,
+        update=info.kind,
+        user_id=info.user_id,
+        chat_id=info.chat_id,
+    )
+
+
+def _notify_sync(bot: telebot.TeleBot, obj: Any, info: UpdateInfo, text: str) -> None:
+    try:
+        if type(obj).__name__ == "CallbackQuery":
+            bot.answer_callback_query(obj.id, text)
+        elif info.chat_id is not None:
+            bot.send_message(info.chat_id, text)
+    except Exception:
+        _log.warning("could not send the rate-limit notice to chat %s", info.chat_id, exc_info=True)
+
+
+async def _notify_async(bot: AsyncTeleBot, obj: Any, info: UpdateInfo, text: str) -> None:
+    try:
+        if type(obj).__name__ == "CallbackQuery":
+            await bot.answer_callback_query(obj.id, text)
+        elif info.chat_id is not None:
+            await bot.send_message(info.chat_id, text)
+    except Exception:
+        _log.warning("could not send the rate-limit notice to chat %s", info.chat_id, exc_info=True)
+
+
+class _RunnerPool:
+    """TeleBot's worker-pool interface on a :class:`~botscale.ThreadedUpdateRunner`."""
+
+    def __init__(self, bot: telebot.TeleBot, runner: ThreadedUpdateRunner) -> None:
+        self.telebot = bot
+        self.runner = runner
+        self.exception_event = threading.Event()
+        self.exception_info: BaseException | None = None
+        self.num_threads = runner.concurrency
+        runner._on_error = self._on_error
+
+    def put(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if len(args) >= 4 and isinstance(args[3], str):  # _run_middlewares_and_handler
+            info = update_info(args[0], args[3])
+        else:
+            info = UpdateInfo("unknown")
+        self.runner.submit(info, lambda: func(*args, **kwargs))
+
+    def _on_error(self, exc: BaseException) -> None:
+        handler = self.telebot.exception_handler
+        if handler is not None and handler.handle(exc):  # type: ignore[no-untyped-call]
+            return
+        self.exception_info = exc
+        self.exception_event.set()
+
+    def raise_exceptions(self) -> None:
+        if self.exception_event.is_set() and self.exception_info is not None:
+            raise self.exception_info
+
+    def clear_exceptions(self) -> None:
+        self.exception_event.clear()
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def _dedup_sync(bot: telebot.TeleBot, guard: IncomingGuard) -> None:
+    original = bot.process_new_updates
+
+    def process_new_updates(updates: list[Any]) -> None:
+        fresh = [u for u in updates if guard.check_duplicate(_update_stub(u))]
+        if fresh:
+            original(fresh)
+        elif updates:
+            bot.last_update_id = max(bot.last_update_id, max(u.update_id for u in updates))
+
+    bot.process_new_updates = process_new_updates  # type: ignore[method-assign]
+
+
+def _dedup_async(bot: AsyncTeleBot, guard: IncomingGuard, runner: UpdateRunner | None) -> None:
+    original = bot.process_new_updates
+    original_get = bot.get_updates
+    waiting: asyncio.Condition | None = None
+    pending = 0
+
+    async def process_new_updates(updates: list[Any]) -> None:
+        nonlocal pending
+        fresh = [u for u in updates if guard.check_duplicate(_update_stub(u))]
+        pending += len(fresh)
+        try:
+            if fresh:
+                await original(fresh)
+        finally:
+            pending -= len(fresh)
+            if waiting is not None:
+                async with waiting:
+                    waiting.notify_all()
+
+    async def get_updates(*args: Any, **kwargs: Any) -> Any:
+        nonlocal waiting
+        if runner is not None and pending >= runner.max_pending:
+            if waiting is None:
+                waiting = asyncio.Condition()
+            async with waiting:
+                await waiting.wait_for(lambda: pending < runner.max_pending)
+        return await original_get(*args, **kwargs)
+
+    bot.process_new_updates = process_new_updates  # type: ignore[method-assign]
+    bot.get_updates = get_updates  # type: ignore[method-assign]
+
+
+def _update_stub(update: Any) -> UpdateInfo:
+    return UpdateInfo("update", getattr(update, "update_id", None))
+
+
+# --------------------------------------------------------------------------- install
+
+
+@dataclass
+class Installed:
+    """What :func:`install` set up.
+
+    Attributes:
+        guard: the incoming guard.
+        flood: the flood controller (``None`` if not installed).
+        runner: the update runner (``None`` if not installed).
+    """
+
+    guard: IncomingGuard
+    flood: FloodControl | AsyncFloodControl | None
+    runner: ThreadedUpdateRunner | UpdateRunner | None
+
+
+_DEFAULT: Final[Any] = object()
+
+
+def install(
+    bot: telebot.TeleBot | AsyncTeleBot,
+    *,
+    guard: IncomingGuard | None = _DEFAULT,
+    flood: FloodControl | AsyncFloodControl | None = _DEFAULT,
+    runner: ThreadedUpdateRunner | UpdateRunner | None = _DEFAULT,
+) -> Installed:
+    """Put botscale into a telebot bot (sync ``TeleBot`` or ``AsyncTeleBot``).
+
+    Args:
+        bot: the bot; a sync ``TeleBot`` must be built with ``use_class_middlewares=True``.
+        guard: the incoming decisions (default ``IncomingGuard()``), or ``None``.
+        flood: the flood controller (default: a ``FloodControl`` for ``TeleBot``,
+            an ``AsyncFloodControl`` for ``AsyncTeleBot``), or ``None``.
+            Process-wide: telebot's request hooks are module globals.
+        runner: ``ThreadedUpdateRunner(num_threads)`` for a threaded ``TeleBot``,
+            ``UpdateRunner()`` for ``AsyncTeleBot`` (default), or ``None``.
+
+    Raises:
+        ValueError: a sync ``TeleBot`` without ``use_class_middlewares=True``.
+    """
+    if guard is _DEFAULT:
+        guard = IncomingGuard()
+    if guard is None:
+        guard = IncomingGuard(None, dedup=False)
+    if isinstance(bot, AsyncTeleBot):
+        if flood is _DEFAULT:
+            flood = AsyncFloodControl()
+        if runner is _DEFAULT:
+            runner = UpdateRunner()
+        if runner is not None and not isinstance(runner, UpdateRunner):
+            raise TypeError("AsyncTeleBot needs an UpdateRunner")
+        _dedup_async(bot, guard, runner)
+        bot.setup_middleware(AsyncGuardMiddleware(bot, guard, runner))
+    elif isinstance(bot, telebot.TeleBot):
+        if not bot.use_class_middlewares:
+            raise ValueError(
+                "build the TeleBot with use_class_middlewares=True to install botscale"
+            )
+        if flood is _DEFAULT:
+            flood = FloodControl()
+        if runner is _DEFAULT:
+            runner = ThreadedUpdateRunner(bot.worker_pool.num_threads) if bot.threaded else None
+        if runner is not None:
+            if not isinstance(runner, ThreadedUpdateRunner):
+                raise TypeError("a threaded TeleBot needs a ThreadedUpdateRunner")
+            if bot.threaded:
+                bot.worker_pool.close()  # type: ignore[no-untyped-call]
+                bot.worker_pool = _RunnerPool(bot, runner)  # type: ignore[assignment]
+        _dedup_sync(bot, guard)
+        bot.setup_middleware(GuardMiddleware(bot, guard))
+    else:
+        raise TypeError(f"install needs a TeleBot or AsyncTeleBot, got {type(bot).__name__}")
+    if flood is not None:
+        install_flood_control(flood)
+    return Installed(guard, flood, runner)
+
+
+_HANDLER_LISTS: Final[dict[str, str]] = {
+    "message_handlers": "message",
+    "edited_message_handlers": "edited_message",
+    "channel_post_handlers": "channel_post",
+    "edited_channel_post_handlers": "edited_channel_post",
+    "message_reaction_handlers": "message_reaction",
+    "message_reaction_count_handlers": "message_reaction_count",
+    "inline_handlers": "inline_query",
+    "chosen_inline_handlers": "chosen_inline_result",
+    "callback_query_handlers": "callback_query",
+    "shipping_query_handlers": "shipping_query",
+    "pre_checkout_query_handlers": "pre_checkout_query",
+    "poll_handlers": "poll",
+    "poll_answer_handlers": "poll_answer",
+    "my_chat_member_handlers": "my_chat_member",
+    "chat_member_handlers": "chat_member",
+    "chat_join_request_handlers": "chat_join_request",
+    "chat_boost_handlers": "chat_boost",
+    "removed_chat_boost_handlers": "removed_chat_boost",
+    "business_connection_handlers": "business_connection",
+    "business_message_handlers": "business_message",
+    "edited_business_message_handlers": "edited_business_message",
+    "deleted_business_messages_handlers": "deleted_business_messages",
+    "purchased_paid_media_handlers": "purchased_paid_media",
+}
+
+
+def polling_kwargs(bot: telebot.TeleBot | AsyncTeleBot) -> dict[str, Any]:
+    """``bot.infinity_polling(**polling_kwargs(bot))``: the polling preset.
+
+    Long polling with a 30 s timeout and ``allowed_updates`` limited to the
+    kinds the registered handlers receive (Telegram sends 100 per batch).
+    """
+    kinds = {kind for attr, kind in _HANDLER_LISTS.items() if getattr(bot, attr, None)}
+    wanted = allowed_updates(kinds)
+    if isinstance(bot, AsyncTeleBot):
+        return {
+            "timeout": POLLING_TIMEOUT,
+            "request_timeout": POLLING_TIMEOUT + 10,
+            "allowed_updates": wanted,
+        }
+    return {
+        "timeout": POLLING_TIMEOUT + 10,
+        "long_polling_timeout": POLLING_TIMEOUT,
+        "allowed_updates": wanted,
+    }
