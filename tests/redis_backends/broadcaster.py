@@ -31,7 +31,7 @@ class ApiError(Exception):
         self.payload = payload
 
 
-def classify(exc: Exception) -> ApiFailure | None:
+def classify(exc: BaseException) -> ApiFailure | None:
     if isinstance(exc, ApiError):
         return classify_api_answer(exc.status, exc.payload)
     if isinstance(exc, OSError):
