@@ -15,6 +15,21 @@ from ._clock import FakeClock
 if TYPE_CHECKING:
     from ._api import Exchange, SimulatorStats
     from ._flood import FloodControl, FloodLimits
+    from ._load import (
+        Burst,
+        LoadProfile,
+        LoadResult,
+        PressButton,
+        Progress,
+        Scenario,
+        SendCommand,
+        SendText,
+        Step,
+        Think,
+        run_load,
+    )
+    from ._loadtest import LoadTestError, run_loadtest, run_loadtest_async
+    from ._report import LoadReport, StageReport, build_report, plot_report
     from ._runner import BotHandle, serve_bot
     from ._simulator import TelegramSimulator
     from ._thread import SimulatorThread
@@ -22,29 +37,65 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BotHandle",
+    "Burst",
     "Exchange",
     "FakeClock",
     "FloodControl",
     "FloodLimits",
+    "LoadProfile",
+    "LoadReport",
+    "LoadResult",
+    "LoadTestError",
+    "PressButton",
+    "Progress",
+    "Scenario",
+    "SendCommand",
+    "SendText",
     "SimulatorStats",
     "SimulatorThread",
+    "StageReport",
+    "Step",
     "TelegramSimulator",
+    "Think",
     "VirtualChat",
     "VirtualUser",
+    "build_report",
+    "plot_report",
+    "run_load",
+    "run_loadtest",
+    "run_loadtest_async",
     "serve_bot",
 ]
 
 _LAZY: dict[str, str] = {
     "BotHandle": "._runner",
-    "serve_bot": "._runner",
-    "SimulatorThread": "._thread",
+    "Burst": "._load",
     "Exchange": "._api",
-    "SimulatorStats": "._api",
     "FloodControl": "._flood",
     "FloodLimits": "._flood",
+    "LoadProfile": "._load",
+    "LoadReport": "._report",
+    "LoadResult": "._load",
+    "LoadTestError": "._loadtest",
+    "PressButton": "._load",
+    "Progress": "._load",
+    "Scenario": "._load",
+    "SendCommand": "._load",
+    "SendText": "._load",
+    "SimulatorStats": "._api",
+    "SimulatorThread": "._thread",
+    "StageReport": "._report",
+    "Step": "._load",
     "TelegramSimulator": "._simulator",
+    "Think": "._load",
     "VirtualChat": "._users",
     "VirtualUser": "._users",
+    "build_report": "._report",
+    "plot_report": "._report",
+    "run_load": "._load",
+    "run_loadtest": "._loadtest",
+    "run_loadtest_async": "._loadtest",
+    "serve_bot": "._runner",
 }
 
 

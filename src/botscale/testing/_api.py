@@ -714,6 +714,10 @@ class BotApi:
             edited["text"] = new_text
         if inline is None:
             edited.pop("reply_markup", None)
+            if chat.keyboard_message is not None and (
+                chat.keyboard_message["message_id"] == edited["message_id"]
+            ):
+                chat.keyboard_message = None
         else:
             edited["reply_markup"] = inline
             chat.keyboard_message = edited
