@@ -22,10 +22,10 @@ import inspect
 import threading
 import time
 from collections.abc import Callable, Hashable
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Concatenate, NamedTuple, Protocol, TypeVar, overload
 
 from cachetools import TTLCache
-from typing_extensions import ParamSpec
+from typing_extensions import ParamSpec, Self
 
 from ._clock import Clock
 from ._validation import check_positive, check_positive_int
@@ -33,6 +33,8 @@ from ._validation import check_positive, check_positive_int
 __all__ = ["CacheInfo", "Cached", "cached", "make_key"]
 
 P = ParamSpec("P")
+P2 = ParamSpec("P2")
+T = TypeVar("T")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
@@ -100,6 +102,18 @@ class Cached(Protocol[P, R_co]):
 
     def clear(self) -> None:
         """Drop every entry (computations in flight are not stored when they finish)."""
+        ...
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+
+    @overload
+    def __get__(
+        self: Cached[Concatenate[T, P2], R_co], instance: T, owner: type[Any] | None = None
+    ) -> Callable[P2, R_co]: ...
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any:
+        """Bind a cached method to its instance (the instance is part of the key)."""
         ...
 
 
