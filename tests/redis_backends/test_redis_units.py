@@ -268,3 +268,24 @@ def test_micros_of_common_intervals(interval: float, us: int) -> None:
 )
 def test_script_replies_become_decisions(reply: int | list[int], expected: Decision) -> None:
     assert decision(reply) == expected
+
+
+# --- optional dependency -----------------------------------------------------------------------
+
+
+def test_redis_is_imported_lazily_and_its_absence_names_the_extra() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import botscale.backends.redis as r\n"
+        "assert 'redis' not in sys.modules, 'imported at import time'\n"
+        "sys.modules['redis'] = None\n"
+        "try:\n"
+        "    r.RedisBackend(object(), prefix='bot')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'botscale[redis]'" in out.stdout
