@@ -440,3 +440,14 @@ def test_many_threads_keep_the_bound_and_the_counts(clock: FakeClock) -> None:
     writes = calls - reads
     assert stats.hits + stats.misses == reads
     assert stats.sets == writes
+
+
+async def test_a_blocking_session_inside_the_event_loop_fails_instead_of_freezing_it() -> None:
+    store = MemoryStateStore()
+    async with store.session(1):
+        with pytest.raises(RuntimeError, match="use `async with`"):
+            store.session(1).__enter__()  # would wait for this very task
+    with store.session(1) as session:  # uncontended: fine even inside async code
+        session.value["ok"] = True
+    assert store.get(1) == {"ok": True}
+    assert len(store._locks) == 0

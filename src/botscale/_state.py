@@ -592,6 +592,14 @@ class _Waiter:
         self.future: asyncio.Future[None] | None = None
 
 
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _grant(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -618,6 +626,14 @@ class SessionLocks:
             waiter = self._enqueue(key, owner)
             if waiter is None:
                 return
+            if _loop_running():
+                # Waiting here would freeze the loop, and with it the task that
+                # holds the key: fail loudly instead of deadlocking.
+                waiter.state = _ABANDONED
+                raise RuntimeError(
+                    f"key {key!r} is held and this thread runs an event loop: a blocking "
+                    "`with store.session(...)` would freeze it; use `async with`"
+                )
             event = waiter.event = threading.Event()
         event.wait()
 
