@@ -344,7 +344,8 @@ class MemoryStateStore:
         Sessions of one key run one at a time (threads and asyncio tasks
         alike), so concurrent updates of one user are never lost; sessions of
         different keys do not wait for each other.  Do not open a second
-        session of the same key inside a session (it raises ``RuntimeError``).
+        session of the same key inside a session, and use ``async with`` in
+        async code (both raise ``RuntimeError`` rather than deadlock).
 
         Args:
             key: ``str`` or ``int``.
