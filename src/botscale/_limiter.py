@@ -114,9 +114,9 @@ class _LimiterCore:
             )
         self._clock = clock
         self._interval = self.rate.interval
-        # [allowed, denied]: the memory backend's bound path updates them under
-        # its lock; every other path under _lock.
-        self._counts = [0, 0]
+        self._allowed = 0
+        self._denied = 0
+        self._bound_counts: Callable[[], tuple[int, int]] | None = None
         self._waits = 0
         self._timeouts = 0
         self._lock = threading.Lock()
@@ -131,9 +131,10 @@ class _LimiterCore:
         """The memory backend's single-frame ``try_acquire``, or ``None``."""
         if type(self._backend) is not MemoryBackend:
             return None
-        return self._backend._bind(
-            self._interval, self.burst, self._clock, self._counts, _to_key, _bad_cost
+        bound, self._bound_counts = self._backend._bind(
+            self._interval, self.burst, self._clock, _to_key, _bad_cost
         )
+        return bound
 
     def _prepare(self, key: Key, cost: int) -> str:
         """Validate a request; return the backend key."""
@@ -144,7 +145,10 @@ class _LimiterCore:
 
     def _count(self, decision: Decision) -> Decision:
         with self._lock:
-            self._counts[0 if decision.allowed else 1] += 1
+            if decision.allowed:
+                self._allowed += 1
+            else:
+                self._denied += 1
         return decision
 
     def _deadline(self, timeout: float | None) -> float | None:
@@ -172,7 +176,9 @@ class _LimiterCore:
         snapshot: object | None = None
         if callable(backend_stats) and not inspect.iscoroutinefunction(backend_stats):
             snapshot = backend_stats()
-        allowed, denied = self._counts
+        allowed, denied = (
+            (self._allowed, self._denied) if self._bound_counts is None else self._bound_counts()
+        )
         return RateLimiterStats(allowed, denied, self._waits, self._timeouts, snapshot)
 
     def __repr__(self) -> str:
@@ -233,6 +239,7 @@ class RateLimiter(_LimiterCore):
         if bound is not None:
             # Like threading.Condition binding its lock's methods: with the
             # memory backend the whole decision runs in one frame.
+            bound.__doc__ = RateLimiter.try_acquire.__doc__
             self.try_acquire = bound  # type: ignore[method-assign]
 
     def try_acquire(self, key: Key, cost: int = 1) -> Decision:
