@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import functools
 import inspect
 import logging
+import queue
 import signal
 import threading
 import time
@@ -165,15 +165,22 @@ class _Outcome(Generic[T]):
 class _Core(Generic[T]):
     """Pending items, due batches, in-flight batches and counters; no waiting, no I/O.
 
-    Items carry implicit sequence numbers: the head of the queue has number
-    ``removed`` and the last one ``items_in - 1``.  ``flush()`` asks for every
+    Pending items live in chunks of at most ``max_batch``, oldest first: a
+    put fills the last chunk or starts a new one (reading the clock only
+    then), and a batch is the head chunk, taken whole in O(1).  The head
+    chunk's start time is its oldest item's, which is all the age rule needs.
+
+    Items carry implicit sequence numbers: the oldest pending item has number
+    ``removed`` and the newest ``items_in - 1``.  ``flush()`` asks for every
     item numbered below a target to be resolved; an in-flight batch is keyed
     by the number of its first item.  Not thread-safe: the threaded twin holds
-    its lock around every call.
+    its lock around every call.  The twins' ``put`` fast paths inline
+    :meth:`append` (keep them in step).
     """
 
     __slots__ = (
         "batches",
+        "chunks",
         "closed",
         "dead_letter_failures",
         "dead_lettered",
@@ -181,7 +188,6 @@ class _Core(Generic[T]):
         "flush_target",
         "in_flight",
         "in_flight_items",
-        "items",
         "items_in",
         "last_latency",
         "max_batch",
@@ -190,7 +196,7 @@ class _Core(Generic[T]):
         "rejected",
         "removed",
         "splits",
-        "times",
+        "starts",
         "written",
     )
 
@@ -198,8 +204,8 @@ class _Core(Generic[T]):
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.max_pending = max_pending
-        self.items: deque[T] = deque()
-        self.times: deque[float] = deque()
+        self.chunks: deque[list[T]] = deque()
+        self.starts: deque[float] = deque()
         self.removed = 0
         self.items_in = 0
         self.written = 0
@@ -215,63 +221,84 @@ class _Core(Generic[T]):
         self.closed = False
         self.last_latency: float | None = None
 
-    def full(self) -> bool:
-        return len(self.items) >= self.max_pending
+    @property
+    def pending(self) -> int:
+        return self.items_in - self.removed
 
-    def append(self, item: T, now: float) -> int:
-        """Queue ``item``; return how many items are pending now."""
-        self.items.append(item)
-        self.times.append(now)
+    def full(self) -> bool:
+        return self.items_in - self.removed >= self.max_pending
+
+    def append(self, item: T, clock: Clock) -> bool:
+        """Queue ``item``; return whether the worker must look (a new or a full chunk)."""
+        chunks = self.chunks
         self.items_in += 1
-        return len(self.items)
+        if chunks:
+            last = chunks[-1]
+            if len(last) < self.max_batch:
+                last.append(item)
+                return len(last) == self.max_batch
+        chunks.append([item])
+        self.starts.append(clock())
+        return True
 
     def reject(self) -> None:
         """Count an item refused by ``overflow="reject"`` (it never gets a number)."""
         self.rejected += 1
 
     def drop_oldest(self) -> T:
-        self.times.popleft()
+        """Drop the oldest pending item.
+
+        Its chunk keeps its start time, so the next batch may be written a
+        little before ``max_delay``, never after.
+        """
+        head = self.chunks[0]
+        item = head.pop(0)
+        if not head:
+            self.chunks.popleft()
+            self.starts.popleft()
         self.removed += 1
         self.dropped += 1
-        return self.items.popleft()
+        return item
 
     def due(self, now: float) -> bool:
         """Whether a batch should be taken now."""
-        n = len(self.items)
-        if not n:
+        chunks = self.chunks
+        if not chunks:
             return False
         return (
-            n >= self.max_batch
+            len(chunks[0]) >= self.max_batch
+            or len(chunks) > 1
             or self.closed
             or self.removed < self.flush_target
-            or now - self.times[0] >= self.max_delay
+            or now - self.starts[0] >= self.max_delay
         )
 
     def wait_time(self, now: float) -> float | None:
         """Seconds until the oldest item is due by age (``None``: nothing pending)."""
-        if not self.items:
+        if not self.chunks:
             return None
-        return max(0.0, self.times[0] + self.max_delay - now)
+        return max(0.0, self.starts[0] + self.max_delay - now)
 
-    def take(self, limit: int | None = None) -> tuple[int, list[T]]:
-        """Move up to ``limit`` (default ``max_batch``) items in flight; return its key."""
-        items = self.items
-        n = min(len(items), self.max_batch if limit is None else limit)
+    def take(self) -> tuple[int, list[T]]:
+        """Move the oldest chunk (at most ``max_batch`` items) in flight; return its key."""
+        batch = self.chunks.popleft()
+        self.starts.popleft()
+        return self._in_flight(batch), batch
+
+    def take_all(self) -> tuple[int, list[T]]:
+        """Move every pending item in flight at once (to dead-letter them on abort)."""
+        batch = [item for chunk in self.chunks for item in chunk]
+        self.chunks.clear()
+        self.starts.clear()
+        return self._in_flight(batch), batch
+
+    def _in_flight(self, batch: list[T]) -> int:
         key = self.removed
-        if n == len(items):
-            batch = list(items)
-            items.clear()
-            self.times.clear()
-        else:
-            popleft = items.popleft
-            batch = [popleft() for _ in range(n)]
-            times = self.times
-            for _ in range(n):
-                times.popleft()
+        n = len(batch)
         self.removed += n
         self.in_flight[key] = n
         self.in_flight_items += n
-        return key, batch
+        return key
 
     def finish(self, key: int, outcome: _Outcome[T], latency: float) -> None:
         self.in_flight_items -= self.in_flight.pop(key)
@@ -295,7 +322,7 @@ class _Core(Generic[T]):
         return all(first >= target for first in self.in_flight)
 
     def drained(self) -> bool:
-        return not self.items and not self.in_flight
+        return not self.chunks and not self.in_flight
 
     def stats(self, retries: int) -> BatchStats:
         return BatchStats(
@@ -307,7 +334,7 @@ class _Core(Generic[T]):
             dead_lettered=self.dead_lettered,
             dead_letter_failures=self.dead_letter_failures,
             dropped=self.dropped + self.rejected,
-            pending=len(self.items),
+            pending=self.items_in - self.removed,
             in_flight=self.in_flight_items,
             last_flush_latency=self.last_latency,
         )
@@ -318,8 +345,17 @@ class _Core(Generic[T]):
 # --------------------------------------------------------------------------------------
 
 
-def _row_checker(sink: object, name: str) -> Callable[[Any], Any] | None:
-    """A put-time check of a row's shape from the sink's ``columns`` or ``arity``."""
+def _identity(row: Any) -> Any:
+    return row
+
+
+def _row_checker(sink: object, name: str) -> tuple[int, Callable[[Any], Any]]:
+    """A put-time check of a row's shape from the sink's ``columns`` or ``arity``.
+
+    Returns the row width (0: the sink declares none, nothing is checked) and
+    the check, which returns the row to queue (a mapping becomes a tuple).
+    A tuple of the right width needs no call: the writers test that inline.
+    """
     columns = getattr(sink, "columns", None)
     arity = getattr(sink, "arity", None)
     if columns is not None:
@@ -331,7 +367,7 @@ def _row_checker(sink: object, name: str) -> Callable[[Any], Any] | None:
         names = ()
         n = check_positive_int(f"{name}.arity", arity)
     else:
-        return None
+        return 0, _identity
     wanted = ", ".join(names) if names else f"{n} values"
     shape = f"{n} columns ({wanted})" if names else wanted
 
@@ -353,7 +389,7 @@ def _row_checker(sink: object, name: str) -> Callable[[Any], Any] | None:
             return row
         raise ValueError(f"row {row!r} has {len(row)} values but {name} expects {shape}")
 
-    return check
+    return n, check
 
 
 def _sink_name(sink: object) -> str:
@@ -441,7 +477,7 @@ class _Settings(Generic[T]):
         )
         self.close_sink = bool(close_sink)
         self.clock = clock
-        self.check_row = _row_checker(sink, self.name)
+        self.row_width, self.check_row = _row_checker(sink, self.name)
         permanent = getattr(sink, "permanent_errors", ())
         if isinstance(permanent, type):
             permanent = (permanent,)
@@ -558,6 +594,65 @@ def _abort_error(name: str, timeout: float | None) -> WriterClosedError:
     )
 
 
+def _write_all_sync(
+    s: _Settings[T],
+    policy: RetryPolicy,
+    call: Callable[[list[T]], object],
+    batch: list[T],
+    out: _Outcome[T],
+) -> None:
+    """Write ``batch`` with retries; split it on a permanent error; record failures in ``out``.
+
+    Runs on a thread (the threaded twin's worker, or the asyncio twin's sink
+    thread).  Halves are written left to right, so ``out.done`` stays a prefix.
+    """
+    last: list[BaseException] = []
+
+    def attempt(items: list[T]) -> object:
+        try:
+            return call(items)
+        except BaseException as exc:
+            last.append(exc)
+            raise
+
+    try:
+        policy.call(attempt, batch)
+    except _Aborted:
+        out.failures.append((batch, last[-1] if last else _abort_error(s.name, None)))
+        out.done += len(batch)
+        return
+    except BaseException as exc:
+        if s.split_on_failure and len(batch) > 1 and s.permanent_error(exc):
+            out.splits += 1
+            mid = len(batch) // 2
+            _write_all_sync(s, policy, call, batch[:mid], out)
+            _write_all_sync(s, policy, call, batch[mid:], out)
+        else:
+            out.failures.append((batch, exc))
+            out.done += len(batch)
+        return
+    out.written += len(batch)
+    out.batches += 1
+    out.done += len(batch)
+
+
+def _dead_letter_sync(
+    s: _Settings[T], out: _Outcome[T], run: Callable[[Awaitable[Any]], Any]
+) -> None:
+    """Hand ``out``'s failures to the dead-letter handler (``run`` awaits an async one)."""
+    handler = s.dead_letter
+    for items, error in out.failures:
+        try:
+            result = handler(items, error)
+            if inspect.isawaitable(result):
+                run(result)
+            out.dead += len(items)
+        except Exception as why:
+            out.dead_failed += len(items)
+            _report_unrecorded(s.name, items, error, why)
+    out.failures.clear()
+
+
 # --------------------------------------------------------------------------------------
 # A private event loop in a thread: async sinks (PostgresSink) behind the threaded twin.
 # --------------------------------------------------------------------------------------
@@ -662,8 +757,13 @@ class BatchWriter(Generic[T]):
             clock=clock,
         )
         self._core: _Core[T] = _Core(self._s.max_batch, self._s.max_delay, self._s.max_pending)
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._clock = clock
+        self._max_batch = self._s.max_batch
+        self._max_pending = self._s.max_pending
+        self._row_width = self._s.row_width
+        self._check_row = self._s.check_row
         self._user_sleep = sleep
         self._policy = self._s.policy(self._backoff_sleep, self._unused_async_sleep)
         self._aborting = False
@@ -709,16 +809,39 @@ class BatchWriter(Generic[T]):
             WriterFullError: no room within ``timeout``.
             ValueError, TypeError: the row does not fit the sink's columns.
         """
+        width = self._row_width
+        if width and (type(item) is not tuple or len(item) != width):  # type: ignore[arg-type]
+            item = self._check_row(item)
+        if not self._sig_guard:
+            # The fast path: room, open, no signal guard.  Inlines _Core.append.
+            core = self._core
+            with self._lock:
+                if core.items_in - core.removed < self._max_pending and not core.closed:
+                    core.items_in += 1
+                    chunks = core.chunks
+                    if chunks:
+                        last = chunks[-1]
+                        if len(last) < self._max_batch:
+                            last.append(item)
+                            if len(last) == self._max_batch:
+                                self._cond.notify_all()
+                            return True
+                    chunks.append([item])
+                    core.starts.append(self._clock())
+                    self._cond.notify_all()
+                    return True
+        return self._put_slow(item, timeout)
+
+    def _put_slow(self, item: T, timeout: float | None) -> bool:
+        """``put`` when the writer is full or closed, or a signal guard is installed."""
         s = self._s
-        if s.check_row is not None:
-            item = s.check_row(item)
         core = self._core
         guard = self._sig_guard and threading.get_ident() == self._sig_main
         try:
             with self._cond:
                 if core.closed:
                     raise _closed_error(s.name)
-                full = len(core.items) >= s.max_pending
+                full = core.full()
                 if full and s.overflow == "block":
                     self._wait_for_room(timeout)
                     full = False
@@ -730,8 +853,7 @@ class BatchWriter(Generic[T]):
                 else:
                     if full:
                         shed = core.drop_oldest()
-                    n = core.append(item, self._clock())
-                    if n == 1 or n == s.max_batch:
+                    if core.append(item, self._clock):
                         self._cond.notify_all()
             if full:
                 _call_on_drop(s, shed)
@@ -746,7 +868,7 @@ class BatchWriter(Generic[T]):
         deadline = (
             None if timeout is None else self._clock() + check_non_negative("timeout", timeout)
         )
-        while len(core.items) >= self._s.max_pending:
+        while core.full():
             if core.closed:
                 raise _closed_error(self._s.name)
             remaining = None if deadline is None else deadline - self._clock()
@@ -778,7 +900,7 @@ class BatchWriter(Generic[T]):
                     now = clock()
                     if core.due(now):
                         break
-                    if core.closed and not core.items:
+                    if core.closed and not core.chunks:
                         cond.notify_all()
                         return
                     cond.wait(core.wait_time(now))
@@ -801,47 +923,13 @@ class BatchWriter(Generic[T]):
         return sink(batch)
 
     def _write_all(self, batch: list[T], out: _Outcome[T]) -> None:
-        last: list[BaseException] = []
-
-        def attempt(items: list[T]) -> object:
-            try:
-                return self._call_sink(items)
-            except BaseException as exc:
-                last.append(exc)
-                raise
-
-        try:
-            self._policy.call(attempt, batch)
-        except _Aborted:
-            out.failures.append((batch, last[-1] if last else _abort_error(self._s.name, None)))
-            out.done += len(batch)
-            return
-        except BaseException as exc:
-            if self._s.split_on_failure and len(batch) > 1 and self._s.permanent_error(exc):
-                out.splits += 1
-                mid = len(batch) // 2
-                self._write_all(batch[:mid], out)
-                self._write_all(batch[mid:], out)
-            else:
-                out.failures.append((batch, exc))
-                out.done += len(batch)
-            return
-        out.written += len(batch)
-        out.batches += 1
-        out.done += len(batch)
+        _write_all_sync(self._s, self._policy, self._call_sink, batch, out)
 
     def _dead_letter(self, out: _Outcome[T]) -> None:
-        handler = self._s.dead_letter
-        for items, error in out.failures:
-            try:
-                result = handler(items, error)
-                if inspect.isawaitable(result):
-                    self._loop().run(result)
-                out.dead += len(items)
-            except Exception as why:
-                out.dead_failed += len(items)
-                _report_unrecorded(self._s.name, items, error, why)
-        out.failures.clear()
+        _dead_letter_sync(self._s, out, self._run_awaitable)
+
+    def _run_awaitable(self, awaitable: Awaitable[Any]) -> Any:
+        return self._loop().run(awaitable)
 
     def _backoff_sleep(self, seconds: float) -> None:
         if self._aborting:
@@ -932,8 +1020,8 @@ class BatchWriter(Generic[T]):
             if not core.drained():
                 self._aborting = True
                 cond.notify_all()
-                if core.items:
-                    leftovers = core.take(len(core.items))
+                if core.chunks:
+                    leftovers = core.take_all()
         if leftovers is not None:
             key, items = leftovers
             outcome: _Outcome[T] = _Outcome()
@@ -999,7 +1087,7 @@ class BatchWriter(Generic[T]):
         core = self._core
         state = "closed" if core.closed else "open"
         return (
-            f"<BatchWriter {self._s.name} {state} pending={len(core.items)} "
+            f"<BatchWriter {self._s.name} {state} pending={core.pending} "
             f"in_flight={core.in_flight_items}>"
         )
 
@@ -1138,15 +1226,23 @@ class AsyncBatchWriter(Generic[T]):
         )
         self._core: _Core[T] = _Core(self._s.max_batch, self._s.max_delay, self._s.max_pending)
         self._clock = clock
+        self._max_batch = self._s.max_batch
+        self._max_pending = self._s.max_pending
+        self._row_width = self._s.row_width
+        self._check_row = self._s.check_row
         self._user_sleep = sleep
-        self._policy = self._s.policy(self._unused_sleep, self._backoff_sleep)
+        self._policy = self._s.policy(self._thread_sleep, self._backoff_sleep)
         self._wake = _Broadcast()  # workers
         self._space = _Broadcast()  # puts waiting for room
         self._progress = _Broadcast()  # flush / close waiting for batches to finish
         self._abort = _Broadcast()  # backoff waits, on close_timeout
         self._aborting = False
         self._workers: list[asyncio.Task[None]] = []
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
+        self._jobs: queue.SimpleQueue[tuple[int, list[T], float] | None] = queue.SimpleQueue()
+        self._queued = 0  # batches handed to the sink threads, not yet counted
+        self._abort_event = threading.Event()
         self._sink_closed = False
         self._signal_exit: int | None = None
 
@@ -1170,12 +1266,28 @@ class AsyncBatchWriter(Generic[T]):
             WriterFullError: no room within ``timeout``.
             ValueError, TypeError: the row does not fit the sink's columns.
         """
+        width = self._row_width
+        if width and (type(item) is not tuple or len(item) != width):  # type: ignore[arg-type]
+            item = self._check_row(item)
         core = self._core
+        if core.items_in - core.removed < self._max_pending and not core.closed and self._workers:
+            # The fast path: room, open, running.  Inlines _Core.append.
+            core.items_in += 1
+            chunks = core.chunks
+            if chunks:
+                last = chunks[-1]
+                if len(last) < self._max_batch:
+                    last.append(item)
+                    if len(last) == self._max_batch:
+                        self._wake.notify()
+                    return True
+            chunks.append([item])
+            core.starts.append(self._clock())
+            self._wake.notify()
+            return True
         if not core.full() or self._s.overflow != "block":
-            return self.put_nowait(item)
+            return self._put_nowait(item)
         s = self._s
-        if s.check_row is not None:
-            item = s.check_row(item)
         if core.closed:
             raise _closed_error(s.name)
         self._start()
@@ -1192,7 +1304,8 @@ class AsyncBatchWriter(Generic[T]):
             await self._space.wait(remaining)
             if core.closed:
                 raise _closed_error(s.name)
-        self._append(item)
+        if core.append(item, self._clock):
+            self._wake.notify()
         return True
 
     def put_nowait(self, item: T) -> bool:
@@ -1201,9 +1314,13 @@ class AsyncBatchWriter(Generic[T]):
         Like :meth:`put`, except that a full writer with ``overflow="block"``
         raises :class:`WriterFullError` at once instead of waiting.
         """
+        width = self._row_width
+        if width and (type(item) is not tuple or len(item) != width):  # type: ignore[arg-type]
+            item = self._check_row(item)
+        return self._put_nowait(item)
+
+    def _put_nowait(self, item: T) -> bool:
         s = self._s
-        if s.check_row is not None:
-            item = s.check_row(item)
         core = self._core
         if core.closed:
             raise _closed_error(s.name)
@@ -1219,24 +1336,35 @@ class AsyncBatchWriter(Generic[T]):
                 _call_on_drop(s, item)
                 return False
             _call_on_drop(s, core.drop_oldest())
-        self._append(item)
-        return True
-
-    def _append(self, item: T) -> None:
-        n = self._core.append(item, self._clock())
-        if n == 1 or n == self._s.max_batch:
+        if core.append(item, self._clock):
             self._wake.notify()
+        return True
 
     def _start(self) -> None:
         if self._workers:
             return
-        loop = asyncio.get_running_loop()
-        self._workers = [
-            loop.create_task(self._work(), name=f"botscale-batch-{self._s.name}-{i}")
+        loop = self._loop = asyncio.get_running_loop()
+        name = f"botscale-batch-{self._s.name}"
+        if self._s.is_async_sink:
+            self._workers = [
+                loop.create_task(self._work(), name=f"{name}-{i}")
+                for i in range(self._s.concurrency)
+            ]
+            return
+        # A sync sink runs on the writer's own threads, retries and dead letters
+        # included, fed in order by one dispatching task: the loop never blocks,
+        # and the next batch is already queued while one is being written.
+        self._threads = [
+            threading.Thread(
+                target=self._thread_main, args=(loop,), name=f"{name}-sink-{i}", daemon=True
+            )
             for i in range(self._s.concurrency)
         ]
+        for thread in self._threads:
+            thread.start()
+        self._workers = [loop.create_task(self._dispatch(), name=f"{name}-dispatch")]
 
-    # -- the workers ----------------------------------------------------------------
+    # -- the workers: async sinks -----------------------------------------------------
 
     async def _work(self) -> None:
         core = self._core
@@ -1245,7 +1373,7 @@ class AsyncBatchWriter(Generic[T]):
             while True:
                 now = clock()
                 if not core.due(now):
-                    if core.closed and not core.items:
+                    if core.closed and not core.chunks:
                         self._progress.notify()
                         return
                     await self._wake.wait(core.wait_time(now))
@@ -1264,13 +1392,80 @@ class AsyncBatchWriter(Generic[T]):
                     core.finish(key, outcome, clock() - start)
                     self._progress.notify()
         except asyncio.CancelledError:
-            if core.items:
-                key, rest = core.take(len(core.items))
-                rest_outcome: _Outcome[T] = _Outcome(done=len(rest))
-                rest_outcome.failures.append((rest, self._cancelled_error()))
-                self._dead_letter_now(rest_outcome)
-                core.finish(key, rest_outcome, 0.0)
+            self._rescue_pending()
             raise
+
+    # -- the workers: sync sinks, on threads ------------------------------------------
+
+    async def _dispatch(self) -> None:
+        core = self._core
+        clock = self._clock
+        depth = 2 * self._s.concurrency
+        try:
+            while True:
+                now = clock()
+                if self._queued < depth and core.due(now):
+                    key, batch = core.take()
+                    self._space.notify()
+                    self._queued += 1
+                    self._jobs.put((key, batch, clock()))
+                    continue
+                if core.closed and not core.chunks:
+                    return
+                await self._wake.wait(core.wait_time(now) if self._queued < depth else None)
+        except asyncio.CancelledError:
+            self._rescue_pending()
+            raise
+
+    def _thread_main(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            key, batch, start = job
+            outcome: _Outcome[T] = _Outcome()
+            try:
+                _write_all_sync(self._s, self._policy, self._s.sink, batch, outcome)
+                _dead_letter_sync(self._s, outcome, self._run_on_loop)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(self._job_done, key, outcome, start)
+                except RuntimeError:  # the loop is closed: the batch was still resolved
+                    _log.warning("%s: event loop closed before a batch was counted", self._s.name)
+
+    def _job_done(self, key: int, outcome: _Outcome[T], start: float) -> None:
+        self._queued -= 1
+        self._core.finish(key, outcome, self._clock() - start)
+        self._progress.notify()
+        self._wake.notify()
+
+    def _run_on_loop(self, awaitable: Awaitable[Any]) -> Any:
+        async def wrap() -> Any:
+            return await awaitable
+
+        loop = self._loop
+        assert loop is not None, "the sink threads start with the loop"
+        return asyncio.run_coroutine_threadsafe(wrap(), loop).result()
+
+    def _thread_sleep(self, seconds: float) -> None:
+        """The backoff wait on a sink thread: cut short by ``close_timeout``."""
+        if self._aborting:
+            raise _Aborted
+        if self._user_sleep is not None:
+            self._run_on_loop(self._user_sleep(seconds))
+        else:
+            self._abort_event.wait(seconds)
+        if self._aborting:
+            raise _Aborted
+
+    def _rescue_pending(self) -> None:
+        core = self._core
+        if core.chunks:
+            key, rest = core.take_all()
+            rest_outcome: _Outcome[T] = _Outcome(done=len(rest))
+            rest_outcome.failures.append((rest, self._cancelled_error()))
+            self._dead_letter_now(rest_outcome)
+            core.finish(key, rest_outcome, 0.0)
 
     def _cancelled_error(self) -> WriterClosedError:
         return WriterClosedError(
@@ -1314,18 +1509,7 @@ class AsyncBatchWriter(Generic[T]):
         out.failures.clear()
 
     async def _call_sink(self, batch: list[T]) -> object:
-        sink = self._s.sink
-        if self._s.is_async_sink:
-            return await cast("Awaitable[object]", sink(batch))
-        return await asyncio.get_running_loop().run_in_executor(self._get_executor(), sink, batch)
-
-    def _get_executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self._s.concurrency,
-                thread_name_prefix=f"botscale-batch-{self._s.name}",
-            )
-        return self._executor
+        return await cast("Awaitable[object]", self._s.sink(batch))
 
     async def _write_all(self, batch: list[T], out: _Outcome[T]) -> None:
         last: list[BaseException] = []
@@ -1383,9 +1567,6 @@ class AsyncBatchWriter(Generic[T]):
         if self._aborting:
             raise _Aborted
 
-    def _unused_sleep(self, seconds: float) -> None:  # pragma: no cover
-        raise AssertionError("the asyncio writer never calls its retry policy synchronously")
-
     # -- flushing and closing -------------------------------------------------------
 
     def wake(self) -> None:
@@ -1426,7 +1607,7 @@ class AsyncBatchWriter(Generic[T]):
         self._wake.notify()
         self._space.notify()
         deadline = None if timeout is None else self._clock() + timeout
-        if core.items:
+        if core.chunks:
             self._start()
         while not core.drained():
             remaining = None if deadline is None else deadline - self._clock()
@@ -1435,22 +1616,26 @@ class AsyncBatchWriter(Generic[T]):
             await self._progress.wait(remaining)
         if not core.drained():
             self._aborting = True
+            self._abort_event.set()
             self._abort.notify()
-            if core.items:
-                key, items = core.take(len(core.items))
+            if core.chunks:
+                key, items = core.take_all()
                 outcome: _Outcome[T] = _Outcome()
                 outcome.failures.append((items, _abort_error(self._s.name, timeout)))
                 try:
                     await self._dead_letter(outcome)
                 finally:
                     core.finish(key, outcome, 0.0)
+            while core.in_flight:  # retries now give up at once
+                await self._progress.wait()
         if self._workers:
             await asyncio.gather(*self._workers, return_exceptions=True)
+        threads, self._threads = self._threads, []
+        for _ in threads:
+            self._jobs.put(None)
         if self._s.close_sink and not self._sink_closed:
             self._sink_closed = True
             await self._close_sink()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
 
     async def _close_sink(self) -> None:
         sink = self._s.sink
@@ -1464,7 +1649,7 @@ class AsyncBatchWriter(Generic[T]):
                 if _is_async_callable(close):
                     await close()
                 else:
-                    await asyncio.get_running_loop().run_in_executor(self._get_executor(), close)
+                    await asyncio.to_thread(close)
         except Exception:
             _log.exception("%s: closing the sink failed", self._s.name)
 
@@ -1501,7 +1686,7 @@ class AsyncBatchWriter(Generic[T]):
         core = self._core
         state = "closed" if core.closed else "open"
         return (
-            f"<AsyncBatchWriter {self._s.name} {state} pending={len(core.items)} "
+            f"<AsyncBatchWriter {self._s.name} {state} pending={core.pending} "
             f"in_flight={core.in_flight_items}>"
         )
 

@@ -1,6 +1,7 @@
 """A stateful property test: nothing put into a batch writer is lost or doubled.
 
-Hypothesis drives either twin through random puts, flushes, clock advances
+Hypothesis drives either twin (and the asyncio twin with a sync and with an
+async sink) through random puts, flushes, clock advances
 and injected sink failures: transient (the next few calls fail: a blip within
 the retry budget, or an outage beyond it) and permanent (a poisoned item the
 sink always refuses).  At every step:
@@ -20,7 +21,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from batch_harness import DeadLetters, PermanentError, ScriptedSink, TransientError, Twin, accounted
+from batch_harness import (
+    AsyncScriptedSink,
+    DeadLetters,
+    PermanentError,
+    ScriptedSink,
+    TransientError,
+    Twin,
+    accounted,
+)
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -32,6 +41,7 @@ ATTEMPTS = 3
 
 class WriterMachine(RuleBasedStateMachine):
     kind: Any = "sync"
+    sink_class: type[ScriptedSink] = ScriptedSink
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,7 +59,7 @@ class WriterMachine(RuleBasedStateMachine):
     )
     def start(self, max_batch: int, spare: int, overflow: str, split: bool) -> None:
         self.clock = FakeClock()
-        self.sink = ScriptedSink()
+        self.sink = self.sink_class()
         self.dead = DeadLetters()
         self.max_batch = max_batch
         self.overflow = overflow
@@ -172,10 +182,21 @@ class SyncWriterMachine(WriterMachine):
 
 
 class AsyncWriterMachine(WriterMachine):
+    """The asyncio twin with a sync sink: written on its sink thread."""
+
     kind = "async"
+
+
+class AsyncSinkWriterMachine(WriterMachine):
+    """The asyncio twin with an async sink: written on the event loop."""
+
+    kind = "async"
+    sink_class = AsyncScriptedSink
 
 
 TestSyncWriterNeverLosesItems = SyncWriterMachine.TestCase
 TestSyncWriterNeverLosesItems.settings = SETTINGS
 TestAsyncWriterNeverLosesItems = AsyncWriterMachine.TestCase
 TestAsyncWriterNeverLosesItems.settings = SETTINGS
+TestAsyncSinkWriterNeverLosesItems = AsyncSinkWriterMachine.TestCase
+TestAsyncSinkWriterNeverLosesItems.settings = SETTINGS

@@ -43,23 +43,28 @@ MakeTwin = Callable[..., Twin]
 # -- the pure core: the flush rule, ordering, flush targets ---------------------------
 
 
+def at(t: float) -> Callable[[], float]:
+    return lambda: t
+
+
 def test_core_batch_is_due_at_max_batch_items_or_when_the_oldest_reaches_max_delay() -> None:
     core: _Core[int] = _Core(max_batch=3, max_delay=2.0, max_pending=10)
     assert not core.due(0.0)
     assert core.wait_time(0.0) is None
-    core.append(1, now=10.0)
-    core.append(2, now=11.0)
+    assert core.append(1, at(10.0))  # a new chunk: the worker must learn its deadline
+    assert not core.append(2, at(11.0))
     assert not core.due(11.9)
     assert core.wait_time(11.0) == pytest.approx(1.0)  # the oldest decides
     assert core.due(12.0)  # 2 s after the oldest
-    core.append(3, now=11.5)
+    assert core.append(3, at(11.5))  # the chunk is full: wake the worker
     assert core.due(10.0)  # 3 items: due at once, whatever their age
 
 
 def test_core_takes_oldest_first_at_most_max_batch_and_tracks_the_next_deadline() -> None:
     core: _Core[int] = _Core(max_batch=2, max_delay=5.0, max_pending=10)
     for i, t in enumerate([0.0, 1.0, 2.0]):
-        core.append(i, now=t)
+        core.append(i, at(t))
+    assert core.pending == 3
     key, batch = core.take()
     assert batch == [0, 1]
     assert key == 0
@@ -73,14 +78,28 @@ def test_core_takes_oldest_first_at_most_max_batch_and_tracks_the_next_deadline(
 
 def test_core_flush_makes_everything_put_before_it_due_but_nothing_after() -> None:
     core: _Core[int] = _Core(max_batch=10, max_delay=60.0, max_pending=100)
-    core.append(1, now=0.0)
+    core.append(1, at(0.0))
     target = core.request_flush()
     assert core.due(0.0)
-    key, _batch = core.take()
-    core.append(2, now=0.0)
+    key, _ = core.take()
+    core.append(2, at(0.0))
     assert not core.due(0.0)  # put after the flush: waits for its own rule
     core.finish(key, _Outcome(written=1, batches=1), 0.0)
     assert core.resolved(target)
+
+
+def test_core_drop_oldest_keeps_order_and_never_delays_the_next_batch() -> None:
+    core: _Core[int] = _Core(max_batch=2, max_delay=5.0, max_pending=4)
+    for i in range(4):
+        core.append(i, at(float(i)))
+    assert core.full()
+    assert core.drop_oldest() == 0
+    assert core.wait_time(1.0) == pytest.approx(4.0)  # still the dropped item's chunk start
+    assert core.drop_oldest() == 1
+    assert core.wait_time(2.0) == pytest.approx(5.0)  # the chunk of 2 and 3 started at t=2
+    _, batch = core.take()
+    assert batch == [2, 3]
+    assert core.stats(0).dropped == 2
 
 
 # -- the flush rule, wired ------------------------------------------------------------
@@ -167,24 +186,32 @@ def test_block_overflow_makes_put_wait_for_room(kind: str, clock: FakeClock) -> 
         w.put(1)
         w.put(2)  # a full batch: taken by the worker, which blocks in the sink
         w.until(sink.entered.is_set)
-        w.put(3)
-        w.put(4)  # pending is full again
-        with pytest.raises(WriterFullError, match="not queued"):
-            w.put(5, timeout=0)
+        accepted = [1, 2]
+        for i in range(3, 20):  # bounded: fills what waits (and what is queued for the sink)
+            w.turn()
+            if w.stats().pending == 2:
+                with pytest.raises(WriterFullError, match="not queued"):
+                    w.put(i, timeout=0)
+                refused = i
+                break
+            w.put(i, timeout=0)
+            accepted.append(i)
+        else:
+            pytest.fail("the writer never pushed back")
         stats = w.stats()
         assert stats.pending == 2
-        assert stats.in_flight == 2
         assert stats.dropped == 0
+        assert stats.items_in == len(accepted)
         if kind == "sync":
             unblocked = threading.Timer(0.05, sink.gate.set)
             unblocked.start()
-            assert w.put(5) is True  # blocks until the worker takes the next batch
+            assert w.put(refused) is True  # blocks until the worker takes the next batch
             unblocked.join()
         else:
             sink.gate.set()
-            assert w.put(5) is True
+            assert w.put(refused) is True
         w.flush()
-        assert sink.items == [1, 2, 3, 4, 5]
+        assert sink.items == [*accepted, refused]
     finally:
         sink.gate.set()
         w.shutdown()
@@ -210,22 +237,28 @@ def test_shedding_overflow_counts_every_dropped_item_and_passes_it_to_on_drop(
         w.put(1)
         w.put(2)
         w.until(sink.entered.is_set)  # [1, 2] in flight, blocked
-        results = [w.put(i) for i in range(3, 8)]  # room for 2 of these 5
-        if overflow == "reject":
-            assert results == [True, True, False, False, False]
-            assert dropped == [5, 6, 7]
-            kept = [3, 4]
-        else:
-            assert results == [True] * 5
-            assert dropped == [3, 4, 5]
-            kept = [6, 7]
+        results: dict[int, bool] = {}
+        for i in range(3, 30):  # bounded: until three items were shed
+            w.turn()
+            results[i] = w.put(i)
+            if len(dropped) == 3:
+                break
+        assert len(dropped) == 3
         stats = w.stats()
         assert stats.dropped == 3
+        assert stats.pending == 2
         assert accounted(stats)
+        if overflow == "reject":
+            assert dropped == [i for i, ok in results.items() if not ok]
+            assert dropped == list(results)[-3:]  # the newest were refused
+        else:
+            assert all(results.values())
+            assert dropped == sorted(dropped)  # the oldest pending went first
         sink.gate.set()
         w.flush()
-        assert sink.items == [1, 2, *kept]
-        assert sorted(sink.items + dropped) == list(range(1, 8))
+        assert sink.items == sorted(sink.items)
+        assert not set(sink.items) & set(dropped)
+        assert sorted(sink.items + dropped) == list(range(1, max(results) + 1))
     finally:
         sink.gate.set()
         w.shutdown()
