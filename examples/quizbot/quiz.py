@@ -20,6 +20,7 @@ __all__ = [
     "Outcome",
     "Question",
     "apply_answer",
+    "current",
     "format_question",
     "keyboard",
     "load_questions",
