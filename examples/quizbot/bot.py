@@ -183,7 +183,40 @@ class QuizBot:
                 await self._probe
         if self.server is not None:
             await self.server.__aexit__(None, None, None)
-        log.info("quiz bot stopped\n%s", self.monitor.stats().format())
+        log.info("quiz bot stopped\n%s", self.summary())
+
+    def summary(self) -> str:
+        """What botscale did in this process: the monitor's summary plus every counter."""
+        lines = [self.monitor.stats().format()]
+        guard = self.kit.guard.stats()
+        lines.append(
+            f"incoming: {guard.passed} updates handled, {guard.limited} rate-limited "
+            f"({guard.notices} slow-down notices), {guard.duplicates} duplicates dropped"
+        )
+        if self.kit.flood is not None:
+            flood = self.kit.flood.stats()
+            waited = f" (mean {flood.wait_time / flood.delayed:.2f} s)" if flood.delayed else ""
+            lines.append(
+                f"outgoing: {flood.sent} Bot API calls, {flood.delayed} waited for their turn"
+                f"{waited}, {flood.flood_429} answers 429, {flood.retries} retries, "
+                f"{flood.forbidden} answers 403"
+            )
+        if self._flow is not None:
+            ai = self._flow.explainer.stats()
+            lines.append(
+                f"explain AI: {ai.acquired} calls, at most {ai.peak_in_flight} at once "
+                f"(limit {ai.limit}), {ai.timeouts} timed out"
+            )
+        if self.storage is not None:
+            for name, w in self.storage.writer_stats().items():
+                lines.append(
+                    f"{name} writer: {w.items_in} rows in, {w.written} written in {w.batches} "
+                    f"batches, {w.retries} retries, {w.dead_lettered} dead-lettered, "
+                    f"{w.pending + w.in_flight} waiting"
+                )
+            info = self.storage.user_stats.cache_info()
+            lines.append(f"/stats cache: {info.hits} hits, {info.misses} misses")
+        return "\n".join(lines)
 
     async def _on_error(self, event: ErrorEvent) -> None:
         log.error("update %s failed", event.update.update_id, exc_info=event.exception)
