@@ -37,7 +37,6 @@ import atexit
 import functools
 import inspect
 import logging
-import queue
 import signal
 import threading
 import time
@@ -756,16 +755,42 @@ class BatchWriter(Generic[T]):
             name=name,
             clock=clock,
         )
-        self._core: _Core[T] = _Core(self._s.max_batch, self._s.max_delay, self._s.max_pending)
+        self._setup(sleep)
+
+    @classmethod
+    def _engine(
+        cls,
+        settings: _Settings[T],
+        sleep: Sleep | None,
+        run_awaitable: Callable[[Awaitable[Any]], Any],
+        on_room: Callable[[], object],
+    ) -> BatchWriter[T]:
+        """The threaded engine behind an ``AsyncBatchWriter`` with a sync sink."""
+        engine = cls.__new__(cls)
+        engine._s = settings
+        engine._setup(sleep, run_awaitable=run_awaitable, on_room=on_room)
+        return engine
+
+    def _setup(
+        self,
+        sleep: Sleep | None,
+        *,
+        run_awaitable: Callable[[Awaitable[Any]], Any] | None = None,
+        on_room: Callable[[], object] | None = None,
+    ) -> None:
+        s = self._s
+        self._core: _Core[T] = _Core(s.max_batch, s.max_delay, s.max_pending)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._clock = clock
-        self._max_batch = self._s.max_batch
-        self._max_pending = self._s.max_pending
-        self._row_width = self._s.row_width
-        self._check_row = self._s.check_row
+        self._clock = s.clock
+        self._max_batch = s.max_batch
+        self._max_pending = s.max_pending
+        self._row_width = s.row_width
+        self._check_row = s.check_row
         self._user_sleep = sleep
-        self._policy = self._s.policy(self._backoff_sleep, self._unused_async_sleep)
+        self._run_external = run_awaitable
+        self._on_room = on_room
+        self._policy = s.policy(self._backoff_sleep, self._unused_async_sleep)
         self._aborting = False
         self._sink_closed = False
         self._loop_thread: _LoopThread | None = None
@@ -780,10 +805,8 @@ class BatchWriter(Generic[T]):
         self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._exit_hook)
         self._workers = [
-            threading.Thread(
-                target=self._work, name=f"botscale-batch-{self._s.name}-{i}", daemon=True
-            )
-            for i in range(self._s.concurrency)
+            threading.Thread(target=self._work, name=f"botscale-batch-{s.name}-{i}", daemon=True)
+            for i in range(s.concurrency)
         ]
         for worker in self._workers:
             worker.start()
@@ -812,25 +835,32 @@ class BatchWriter(Generic[T]):
         width = self._row_width
         if width and (type(item) is not tuple or len(item) != width):  # type: ignore[arg-type]
             item = self._check_row(item)
-        if not self._sig_guard:
-            # The fast path: room, open, no signal guard.  Inlines _Core.append.
-            core = self._core
-            with self._lock:
-                if core.items_in - core.removed < self._max_pending and not core.closed:
-                    core.items_in += 1
-                    chunks = core.chunks
-                    if chunks:
-                        last = chunks[-1]
-                        if len(last) < self._max_batch:
-                            last.append(item)
-                            if len(last) == self._max_batch:
-                                self._cond.notify_all()
-                            return True
-                    chunks.append([item])
-                    core.starts.append(self._clock())
-                    self._cond.notify_all()
-                    return True
+        if self._try_put(item):
+            return True
         return self._put_slow(item, timeout)
+
+    def _try_put(self, item: T) -> bool:
+        """The fast path: queue ``item`` if there is room, the writer is open and no
+        signal guard is installed; else return ``False``.  Inlines ``_Core.append``."""
+        if self._sig_guard:
+            return False
+        core = self._core
+        with self._lock:
+            if core.items_in - core.removed >= self._max_pending or core.closed:
+                return False
+            core.items_in += 1
+            chunks = core.chunks
+            if chunks:
+                last = chunks[-1]
+                if len(last) < self._max_batch:
+                    last.append(item)
+                    if len(last) == self._max_batch:
+                        self._cond.notify_all()
+                    return True
+            chunks.append([item])
+            core.starts.append(self._clock())
+            self._cond.notify_all()
+            return True
 
     def _put_slow(self, item: T, timeout: float | None) -> bool:
         """``put`` when the writer is full or closed, or a signal guard is installed."""
@@ -904,8 +934,11 @@ class BatchWriter(Generic[T]):
                         cond.notify_all()
                         return
                     cond.wait(core.wait_time(now))
+                was_full = core.full()
                 key, batch = core.take()
                 cond.notify_all()
+            if was_full and self._on_room is not None:
+                self._on_room()
             start = clock()
             outcome: _Outcome[T] = _Outcome()
             try:
@@ -929,6 +962,8 @@ class BatchWriter(Generic[T]):
         _dead_letter_sync(self._s, out, self._run_awaitable)
 
     def _run_awaitable(self, awaitable: Awaitable[Any]) -> Any:
+        if self._run_external is not None:
+            return self._run_external(awaitable)
         return self._loop().run(awaitable)
 
     def _backoff_sleep(self, seconds: float) -> None:
@@ -1002,12 +1037,15 @@ class BatchWriter(Generic[T]):
             if guard:
                 self._leave_busy()
 
+    def _mark_closed(self) -> None:
+        with self._cond:
+            self._core.closed = True
+            self._cond.notify_all()
+
     def _close(self, timeout: float | None) -> None:
         core = self._core
         cond = self._cond
-        with cond:
-            core.closed = True
-            cond.notify_all()
+        self._mark_closed()
         atexit.unregister(self._exit_hook)
         deadline = None if timeout is None else self._clock() + timeout
         with cond:
@@ -1239,12 +1277,20 @@ class AsyncBatchWriter(Generic[T]):
         self._aborting = False
         self._workers: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._threads: list[threading.Thread] = []
-        self._jobs: queue.SimpleQueue[tuple[int, list[T], float] | None] = queue.SimpleQueue()
-        self._queued = 0  # batches handed to the sink threads, not yet counted
-        self._abort_event = threading.Event()
         self._sink_closed = False
         self._signal_exit: int | None = None
+        # A sync sink (SQLiteSink, a plain function) runs in the threaded engine:
+        # its worker thread takes batches straight from the locked core, retries
+        # and dead-letters them, and never needs the event loop; this facade only
+        # waits (for room, for a flush, for the drain) without blocking the loop.
+        self._engine: BatchWriter[T] | None = None
+        if not self._s.is_async_sink:
+            self._engine = BatchWriter._engine(
+                self._s,
+                None if sleep is None else self._thread_sleep,
+                self._run_on_loop,
+                self._room_from_thread,
+            )
 
     # -- putting --------------------------------------------------------------------
 
@@ -1269,6 +1315,13 @@ class AsyncBatchWriter(Generic[T]):
         width = self._row_width
         if width and (type(item) is not tuple or len(item) != width):  # type: ignore[arg-type]
             item = self._check_row(item)
+        engine = self._engine
+        if engine is not None:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            if engine._try_put(item):
+                return True
+            return await self._engine_put(engine, item, timeout)
         core = self._core
         if core.items_in - core.removed < self._max_pending and not core.closed and self._workers:
             # The fast path: room, open, running.  Inlines _Core.append.
@@ -1317,7 +1370,42 @@ class AsyncBatchWriter(Generic[T]):
         width = self._row_width
         if width and (type(item) is not tuple or len(item) != width):  # type: ignore[arg-type]
             item = self._check_row(item)
+        if self._engine is not None:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            return self._engine._put_slow(item, 0) if not self._engine._try_put(item) else True
         return self._put_nowait(item)
+
+    async def _engine_put(self, engine: BatchWriter[T], item: T, timeout: float | None) -> bool:
+        """``put`` into the threaded engine when it is full or closed: wait on the loop."""
+        s = self._s
+        deadline = (
+            None if timeout is None else self._clock() + check_non_negative("timeout", timeout)
+        )
+        while True:
+            if engine.closed:
+                raise _closed_error(s.name)
+            if s.overflow != "block" or not engine._core.full():
+                try:
+                    return engine._put_slow(item, 0)
+                except WriterFullError:
+                    pass  # full again already: wait for the next room
+            remaining = None if deadline is None else deadline - self._clock()
+            if remaining is not None and remaining <= 0:
+                raise WriterFullError(
+                    f"the batch writer for {s.name} stayed full ({s.max_pending} items "
+                    f"pending) for {timeout!r} s; the item was not queued"
+                )
+            await self._space.wait(remaining)
+
+    def _room_from_thread(self) -> None:
+        """The engine's worker made room in a full writer: wake the puts waiting here."""
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._space.notify)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
 
     def _put_nowait(self, item: T) -> bool:
         s = self._s
@@ -1341,28 +1429,13 @@ class AsyncBatchWriter(Generic[T]):
         return True
 
     def _start(self) -> None:
-        if self._workers:
+        if self._workers or self._engine is not None:
             return
         loop = self._loop = asyncio.get_running_loop()
-        name = f"botscale-batch-{self._s.name}"
-        if self._s.is_async_sink:
-            self._workers = [
-                loop.create_task(self._work(), name=f"{name}-{i}")
-                for i in range(self._s.concurrency)
-            ]
-            return
-        # A sync sink runs on the writer's own threads, retries and dead letters
-        # included, fed in order by one dispatching task: the loop never blocks,
-        # and the next batch is already queued while one is being written.
-        self._threads = [
-            threading.Thread(
-                target=self._thread_main, args=(loop,), name=f"{name}-sink-{i}", daemon=True
-            )
+        self._workers = [
+            loop.create_task(self._work(), name=f"botscale-batch-{self._s.name}-{i}")
             for i in range(self._s.concurrency)
         ]
-        for thread in self._threads:
-            thread.start()
-        self._workers = [loop.create_task(self._dispatch(), name=f"{name}-dispatch")]
 
     # -- the workers: async sinks -----------------------------------------------------
 
@@ -1395,49 +1468,7 @@ class AsyncBatchWriter(Generic[T]):
             self._rescue_pending()
             raise
 
-    # -- the workers: sync sinks, on threads ------------------------------------------
-
-    async def _dispatch(self) -> None:
-        core = self._core
-        clock = self._clock
-        depth = 2 * self._s.concurrency
-        try:
-            while True:
-                now = clock()
-                if self._queued < depth and core.due(now):
-                    key, batch = core.take()
-                    self._space.notify()
-                    self._queued += 1
-                    self._jobs.put((key, batch, clock()))
-                    continue
-                if core.closed and not core.chunks:
-                    return
-                await self._wake.wait(core.wait_time(now) if self._queued < depth else None)
-        except asyncio.CancelledError:
-            self._rescue_pending()
-            raise
-
-    def _thread_main(self, loop: asyncio.AbstractEventLoop) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            key, batch, start = job
-            outcome: _Outcome[T] = _Outcome()
-            try:
-                _write_all_sync(self._s, self._policy, self._s.sink, batch, outcome)
-                _dead_letter_sync(self._s, outcome, self._run_on_loop)
-            finally:
-                try:
-                    loop.call_soon_threadsafe(self._job_done, key, outcome, start)
-                except RuntimeError:  # the loop is closed: the batch was still resolved
-                    _log.warning("%s: event loop closed before a batch was counted", self._s.name)
-
-    def _job_done(self, key: int, outcome: _Outcome[T], start: float) -> None:
-        self._queued -= 1
-        self._core.finish(key, outcome, self._clock() - start)
-        self._progress.notify()
-        self._wake.notify()
+    # -- bridges for the threaded engine (sync sinks) ---------------------------------
 
     def _run_on_loop(self, awaitable: Awaitable[Any]) -> Any:
         async def wrap() -> Any:
@@ -1448,15 +1479,9 @@ class AsyncBatchWriter(Generic[T]):
         return asyncio.run_coroutine_threadsafe(wrap(), loop).result()
 
     def _thread_sleep(self, seconds: float) -> None:
-        """The backoff wait on a sink thread: cut short by ``close_timeout``."""
-        if self._aborting:
-            raise _Aborted
-        if self._user_sleep is not None:
-            self._run_on_loop(self._user_sleep(seconds))
-        else:
-            self._abort_event.wait(seconds)
-        if self._aborting:
-            raise _Aborted
+        """The engine's backoff wait when ``sleep`` is given: awaited on the loop."""
+        assert self._user_sleep is not None
+        self._run_on_loop(self._user_sleep(seconds))
 
     def _rescue_pending(self) -> None:
         core = self._core
@@ -1571,6 +1596,8 @@ class AsyncBatchWriter(Generic[T]):
 
     def wake(self) -> None:
         """Re-check the flush rule now (after advancing a fake clock)."""
+        if self._engine is not None:
+            self._engine.wake()
         self._wake.notify()
 
     async def flush(self, timeout: float | None = None) -> None:
@@ -1579,6 +1606,9 @@ class AsyncBatchWriter(Generic[T]):
         Raises:
             TimeoutError: not everything was resolved within ``timeout`` seconds.
         """
+        if self._engine is not None:
+            await asyncio.to_thread(self._engine.flush, timeout)
+            return
         core = self._core
         target = core.request_flush()
         if core.resolved(target):
@@ -1602,6 +1632,13 @@ class AsyncBatchWriter(Generic[T]):
                 ``close_timeout``); what is left then goes to the dead letters.
         """
         timeout = self._s.close_timeout if timeout is None else timeout
+        engine = self._engine
+        if engine is not None:
+            engine._mark_closed()
+            self._space.notify()  # blocked puts fail at once with WriterClosedError
+            # In a thread: a cancelled aclose() leaves the drain running, not half done.
+            await asyncio.to_thread(engine.close, timeout)
+            return
         core = self._core
         core.closed = True
         self._wake.notify()
@@ -1616,7 +1653,6 @@ class AsyncBatchWriter(Generic[T]):
             await self._progress.wait(remaining)
         if not core.drained():
             self._aborting = True
-            self._abort_event.set()
             self._abort.notify()
             if core.chunks:
                 key, items = core.take_all()
@@ -1630,9 +1666,6 @@ class AsyncBatchWriter(Generic[T]):
                 await self._progress.wait()
         if self._workers:
             await asyncio.gather(*self._workers, return_exceptions=True)
-        threads, self._threads = self._threads, []
-        for _ in threads:
-            self._jobs.put(None)
         if self._s.close_sink and not self._sink_closed:
             self._sink_closed = True
             await self._close_sink()
@@ -1646,20 +1679,23 @@ class AsyncBatchWriter(Generic[T]):
                 return
             close = getattr(sink, "close", None)
             if callable(close):
-                if _is_async_callable(close):
-                    await close()
-                else:
-                    await asyncio.to_thread(close)
+                result = close()
+                if inspect.isawaitable(result):
+                    await result
         except Exception:
             _log.exception("%s: closing the sink failed", self._s.name)
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`aclose` was called."""
+        if self._engine is not None:
+            return self._engine.closed
         return self._core.closed
 
     def stats(self) -> BatchStats:
         """A snapshot of the counters (see :class:`BatchStats`)."""
+        if self._engine is not None:
+            return self._engine.stats()
         return self._core.stats(self._policy.stats.retries)
 
     async def __aenter__(self) -> AsyncBatchWriter[T]:
@@ -1683,11 +1719,11 @@ class AsyncBatchWriter(Generic[T]):
             raise SystemExit(code)
 
     def __repr__(self) -> str:
-        core = self._core
-        state = "closed" if core.closed else "open"
+        stats = self.stats()
+        state = "closed" if self.closed else "open"
         return (
-            f"<AsyncBatchWriter {self._s.name} {state} pending={core.pending} "
-            f"in_flight={core.in_flight_items}>"
+            f"<AsyncBatchWriter {self._s.name} {state} pending={stats.pending} "
+            f"in_flight={stats.in_flight}>"
         )
 
 
