@@ -26,6 +26,7 @@ from .._validation import check_positive_int
 
 __all__ = ["MemoryBackend", "MemoryBackendStats"]
 
+
 class TryAcquire(Protocol):
     """The signature of :meth:`botscale.RateLimiter.try_acquire`."""
 
