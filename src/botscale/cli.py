@@ -116,12 +116,15 @@ class _PlainProgress:
     def __init__(self, every: float = 2.0) -> None:
         self.every = every
         self.last = 0.0
+        self.finished = False
 
     def __call__(self, p: Progress) -> None:
         now = time.monotonic()
-        if now - self.last < self.every and p.elapsed < p.duration:
+        done = p.elapsed >= p.duration
+        if self.finished or (now - self.last < self.every and not done):
             return
         self.last = now
+        self.finished = done
         p95 = "-" if p.recent_p95 is None else f"{p.recent_p95:.3f} s"
         print(
             f"[{p.elapsed:6.1f}/{p.duration:g} s] users {p.active_users}  sent {p.sent}  "

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._clock import FakeClock
 
 if TYPE_CHECKING:
-    from ._api import Exchange, SimulatorStats
+    from ._api import ApiError, Exchange, SimulatorStats
     from ._flood import FloodControl, FloodLimits
     from ._load import (
         Burst,
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ._users import VirtualChat, VirtualUser
 
 __all__ = [
+    "ApiError",
     "BotHandle",
     "Burst",
     "Exchange",
@@ -68,6 +69,7 @@ __all__ = [
 ]
 
 _LAZY: dict[str, str] = {
+    "ApiError": "._api",
     "BotHandle": "._runner",
     "Burst": "._load",
     "Exchange": "._api",

@@ -111,6 +111,35 @@ def _peak_rss(pid: int) -> int | None:
         return None
 
 
+def _cpu_seconds(bots: list[_BotProcess]) -> float | None:
+    """User + system CPU seconds of the bot processes so far (Linux /proc, else psutil)."""
+    total = 0.0
+    for bot in bots:
+        seconds = _process_cpu(bot.proc.pid)
+        if seconds is None:
+            return None
+        total += seconds
+    return total
+
+
+def _process_cpu(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
+
+
 def _exit_reason(code: int | None) -> str:
     if code == EXIT_IMPORT:
         return "the target could not be imported"
@@ -243,6 +272,8 @@ async def run_loadtest_async(
                     await asyncio.sleep(0.25)
 
             sampler = asyncio.create_task(sample_memory())
+            wall0, cpu0 = time.monotonic(), time.process_time()
+            bot_cpu0 = _cpu_seconds(bots)
             try:
                 result = await run_load(
                     sim,
@@ -255,6 +286,12 @@ async def run_loadtest_async(
                 sampler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sampler
+            wall = max(1e-9, time.monotonic() - wall0)
+            sim_cpu = 100.0 * (time.process_time() - cpu0) / wall
+            bot_cpu1 = _cpu_seconds(bots)
+            bot_cpu = None
+            if bot_cpu0 is not None and bot_cpu1 is not None:
+                bot_cpu = 100.0 * (bot_cpu1 - bot_cpu0) / wall
         finally:
             status("stopping the bot")
             sim.release_pollers()
@@ -268,6 +305,8 @@ async def run_loadtest_async(
             mode=mode,
             workers=workers,
             peak_rss_bytes=sum(peaks) if peaks else None,
+            bot_cpu_percent=bot_cpu,
+            simulator_cpu_percent=sim_cpu,
         )
     output = "\n".join(b.output() for b in bots)
     if report.aborted is not None:

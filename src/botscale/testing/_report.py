@@ -88,6 +88,10 @@ class LoadReport:
         p50, p95, p99, max, mean: reply latency in seconds (``None`` if no reply).
         replies_per_second: replies over the load duration.
         peak_rss_bytes: peak resident memory of the bot process(es), summed.
+        bot_cpu_percent: CPU the bot process(es) used during the load, in percent
+            of one core (``None`` where it cannot be read).
+        simulator_cpu_percent: CPU the simulator and virtual users used, same
+            unit: near 100 the instrument itself was the bottleneck.
         p95_target: the latency target of the ramp, seconds.
         stages: the ramp's stages (one when there is no ramp).
         capacity_users: with a ramp, the largest user count whose stage stayed
@@ -131,6 +135,8 @@ class LoadReport:
     requests_per_minute_at_recommended: float | None
     notes: tuple[str, ...] = field(default=())
     aborted: str | None = None
+    bot_cpu_percent: float | None = None
+    simulator_cpu_percent: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON-ready data (``stages`` as a list of dicts)."""
@@ -177,6 +183,11 @@ def _text_lines(r: LoadReport) -> list[str]:
         f"  replies/s         {r.replies_per_second:.1f}",
         f"  peak RSS (bot)    {_mib(r.peak_rss_bytes)}",
     ]
+    if r.bot_cpu_percent is not None or r.simulator_cpu_percent is not None:
+        lines.append(
+            f"  CPU bot / sim     {_pct(r.bot_cpu_percent)} / {_pct(r.simulator_cpu_percent)}"
+            " of one core"
+        )
     if r.filtered:
         lines.append(f"  filtered          {r.filtered} (excluded by the bot's allowed_updates)")
     if r.skipped_steps:
@@ -206,6 +217,10 @@ def _text_lines(r: LoadReport) -> list[str]:
     return lines
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} %"
+
+
 def _num(value: float | None) -> str:
     return "       -" if value is None else f"{value:8.3f}"
 
@@ -224,6 +239,8 @@ def build_report(
     workers: int = 1,
     peak_rss_bytes: int | None = None,
     filtered: int | None = None,
+    bot_cpu_percent: float | None = None,
+    simulator_cpu_percent: float | None = None,
 ) -> LoadReport:
     """Compute the capacity report of a :class:`LoadResult`."""
     exchanges = result.exchanges
@@ -288,6 +305,12 @@ def build_report(
             f"the bot got {total_rl} '429 Too Many Requests' answers: it sent faster than "
             "Telegram's flood limits allow (botscale's outgoing throttle avoids them)"
         )
+    if simulator_cpu_percent is not None and simulator_cpu_percent >= 85.0:
+        notes.append(
+            f"the simulator used {simulator_cpu_percent:.0f} % of a core: at this load the "
+            "instrument adds its own queueing, so latencies are pessimistic and the bot's "
+            "capacity may be higher than measured"
+        )
     duration = result.elapsed or result.profile.duration
     return LoadReport(
         target=target,
@@ -320,6 +343,10 @@ def build_report(
         requests_per_minute_at_recommended=rpm_recommended,
         notes=tuple(notes),
         aborted=result.aborted,
+        bot_cpu_percent=None if bot_cpu_percent is None else round(bot_cpu_percent, 1),
+        simulator_cpu_percent=None
+        if simulator_cpu_percent is None
+        else round(simulator_cpu_percent, 1),
     )
 
 

@@ -8,6 +8,7 @@ bot's replies to them.  Needs the ``testing`` extra (aiohttp).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -375,17 +376,20 @@ class TelegramSimulator:
         if match["token"] != self._token:
             self.api.record(method, {}, 401, "Unauthorized")
             return _json_response(web_mod, error_body(401, "Unauthorized"), 401)
-        raw: dict[str, Any] = {}
         try:
             raw = await self._read_params(request)
+        except ApiError as exc:
+            self.api.record(method, {}, exc.status, exc.description)
+            return _json_response(web_mod, exc.body(), exc.status)
+        try:
             result = await self.dispatch(method, raw)
             status, body = 200, {"ok": True, "result": result}
-        except ApiError as exc:
+        except ApiError as exc:  # recorded by dispatch
             status, body = exc.status, exc.body()
         except Exception:
             logger.exception("simulator: %s failed", method)
             status, body = 500, error_body(500, "Internal Server Error")
-        self.api.record(method, raw, status, None if status == 200 else body["description"])
+            self.api.record(method, raw, status, body["description"])
         return _json_response(web_mod, body, status)
 
     async def _read_params(self, request: web.Request) -> dict[str, Any]:
@@ -425,11 +429,27 @@ class TelegramSimulator:
         return params
 
     async def dispatch(self, method: str, raw: Mapping[str, Any]) -> Any:
-        """Run one Bot API method as if called over HTTP (without the call log).
+        """Run one Bot API method as if called over HTTP, and log and count it.
+
+        Args:
+            method: the method name (any case), e.g. ``"sendMessage"``.
+            raw: its parameters, typed (as from JSON) or as strings (as from a form).
+
+        Returns:
+            the answer's ``result``.
 
         Raises:
             ApiError: the error answer Telegram would give.
         """
+        try:
+            result = await self._run(method, raw)
+        except ApiError as exc:
+            self.api.record(method, raw, exc.status, exc.description)
+            raise
+        self.api.record(method, raw, 200, None)
+        return result
+
+    async def _run(self, method: str, raw: Mapping[str, Any]) -> Any:
         name = method.lower()
         if name in _TRANSPORT_METHODS:
             params = Params(raw)
@@ -642,8 +662,5 @@ class TelegramSimulator:
         method = params.pop("method", None)
         if not isinstance(method, str) or not method:
             return
-        try:
+        with contextlib.suppress(ApiError):  # logged and counted by dispatch
             await self.dispatch(method, params)
-            self.api.record(method, params, 200, None)
-        except ApiError as exc:
-            self.api.record(method, params, exc.status, exc.description)
