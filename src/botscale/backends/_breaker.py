@@ -187,13 +187,16 @@ class Guard:
 
     def ready(self) -> bool:
         """Whether to call Redis now (counts a refusal by the breaker)."""
-        if self.breaker.allow():
+        breaker = self.breaker
+        if breaker._state is _CLOSED or breaker.allow():
             return True
         self.short_circuited += 1
         return False
 
     def ok(self) -> None:
-        self.breaker.record_success()
+        breaker = self.breaker
+        if breaker._consecutive or breaker._state is not _CLOSED:
+            breaker.record_success()
 
     def failed(self, exc: BaseException) -> None:
         """Record a client error (for the breaker and the counters)."""

@@ -39,13 +39,27 @@ LimiterPolicy = Literal["open", "closed", "local"]
 ``"local"``: decide in this process with ``local_share`` of each rate."""
 
 _GCRA: Final = LuaScript("gcra.lua")
+_SHA: Final = _GCRA.sha
 _CACHED: Final = len(ALLOWED)
 
 
+_MICROS: dict[float, int] = {}
+
+
 def micros(interval: float) -> int:
-    """Seconds per token as whole microseconds, rounded up (>= 1)."""
-    # round() first: 0.1 s is 100000.00000000001 us in binary floating point.
-    return max(1, math.ceil(round(interval * 1e6, 3)))
+    """Seconds per token as whole microseconds, rounded up (>= 1).
+
+    Memoised: a limiter asks with the same few intervals on every decision,
+    and the exact rounding costs a microsecond.
+    """
+    us = _MICROS.get(interval)
+    if us is None:
+        # round() first: 0.1 s is 100000.00000000001 us in binary floating point.
+        us = max(1, math.ceil(round(interval * 1e6, 3)))
+        if len(_MICROS) >= 1024:
+            _MICROS.clear()
+        _MICROS[interval] = us
+    return us
 
 
 def decision(reply: int | list[int]) -> Decision:
@@ -77,6 +91,7 @@ class _Base:
         "_guard",
         "_head",
         "_local",
+        "_noscript",
         "_owned",
         "client",
         "local_share",
@@ -106,7 +121,7 @@ class _Base:
                 local_backend = MemoryBackend()
             self._local = local_backend
         self._guard = Guard(f"{type(self).__name__}(prefix={self.prefix!r})", policy, breaker)
-        self._errors = redis_errors()[0]
+        self._errors, self._noscript = redis_errors()
         self._owned = False
 
     @property
@@ -233,10 +248,12 @@ class RedisBackend(_Base):
         """
         guard = self._guard
         if guard.ready():
+            rkey = self._head + key + "}"
             try:
-                reply = _GCRA.run(
-                    self.client, 1, self._head + key + "}", micros(interval), burst, cost
-                )
+                try:
+                    reply = self.client.evalsha(_SHA, 1, rkey, micros(interval), burst, cost)
+                except self._noscript:
+                    reply = _GCRA.run(self.client, 1, rkey, micros(interval), burst, cost)
             except self._errors as exc:
                 guard.failed(exc)
                 return self._without_redis(exc, key, now, interval, burst, cost)
@@ -330,10 +347,12 @@ class AsyncRedisBackend(_Base):
         """
         guard = self._guard
         if guard.ready():
+            rkey = self._head + key + "}"
             try:
-                reply = await _GCRA.arun(
-                    self.client, 1, self._head + key + "}", micros(interval), burst, cost
-                )
+                try:
+                    reply = await self.client.evalsha(_SHA, 1, rkey, micros(interval), burst, cost)
+                except self._noscript:
+                    reply = await _GCRA.arun(self.client, 1, rkey, micros(interval), burst, cost)
             except self._errors as exc:
                 guard.failed(exc)
                 return self._without_redis(exc, key, now, interval, burst, cost)
