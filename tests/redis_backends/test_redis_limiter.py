@@ -177,3 +177,24 @@ async def test_async_from_url(redis_url: str, prefix: str) -> None:
         assert (await backend.acquire("k", now=0.0, interval=1.0, burst=1, cost=1)).allowed
     finally:
         await backend.aclose()
+
+
+class ForgetfulRedis(redis.Redis):
+    """A client whose server 'lost' its scripts once (restart, SCRIPT FLUSH, failover)."""
+
+    lost = 1
+
+    def evalsha(self, *args: object) -> object:  # type: ignore[override]
+        if self.lost:
+            self.lost -= 1
+            raise redis.exceptions.NoScriptError("NOSCRIPT No matching script.")
+        return super().evalsha(*args)
+
+
+def test_backend_reloads_its_script_on_noscript(redis_url: str, prefix: str) -> None:
+    with ForgetfulRedis.from_url(redis_url) as forgetful:
+        backend = RedisBackend(forgetful, prefix=prefix, on_error="closed")
+        assert take(backend) == Decision(True, 4, 0.0)
+        assert forgetful.lost == 0
+        assert backend.stats().errors == 0
+        assert take(backend) == Decision(True, 3, 0.0)
