@@ -8,6 +8,7 @@ retry_after within [expected - elapsed, expected], TTL bounds.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -184,11 +185,11 @@ class ForgetfulRedis(redis.Redis):
 
     lost = 1
 
-    def evalsha(self, *args: object) -> object:  # type: ignore[override]
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         if self.lost:
             self.lost -= 1
             raise redis.exceptions.NoScriptError("NOSCRIPT No matching script.")
-        return super().evalsha(*args)
+        return super().evalsha(sha, numkeys, *keys_and_args)
 
 
 def test_backend_reloads_its_script_on_noscript(redis_url: str, prefix: str) -> None:
