@@ -49,9 +49,9 @@ def test_a_random_sequence_decides_like_the_memory_budget(client: redis.Redis, p
         if roll < 0.1:
             scope = rng.choice(["bot", "chat:1", "chat:2"])
             seconds = rng.choice([0.0, 5.0, 15.0])
-            expected = local.pause(scope, seconds, 0.0)
+            until = local.pause(scope, seconds, 0.0)
             left = shared.pause(scope, seconds, 0.0)
-            assert expected - (time.monotonic() - started) - 0.01 <= left <= expected, step
+            assert until - (time.monotonic() - started) - 0.01 <= left <= until, step
             continue
         lane = PAID if roll < 0.2 else LANE
         spec = None if roll < 0.35 else chat(rng.randint(1, 4), cost=rng.choice([1, 1, 2]))
