@@ -205,9 +205,9 @@ class Guard:
             logger.warning("%s: Redis call failed: %s", self.name, exc)
         self.breaker.record_failure()
 
-    def degrade(self, exc: BaseException | None, *, policy: str | None = None) -> None:
+    def degrade(self, exc: BaseException | None) -> None:
         """Answer without Redis: raise under the ``"closed"`` policy, else count."""
-        if (policy or self.policy) == "closed":
+        if self.policy == "closed":
             self.raise_from(exc)
         self.degraded += 1
 

@@ -62,11 +62,6 @@ def encode_key(key: object, name: str = "key") -> str:
     raise TypeError(f"{name} must be str or int, got {type(key).__name__}")
 
 
-def decode_key(text: str) -> str | int:
-    """The inverse of :func:`encode_key`."""
-    return text[2:] if text.startswith("s:") else int(text)
-
-
 _USERINFO_RE: Final = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<info>[^/?#]*)@")
 _QUERY_PASSWORD_RE: Final = re.compile(r"(?i)([?&]password=)[^&#]*")
 
