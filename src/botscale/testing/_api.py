@@ -111,7 +111,8 @@ class Exchange:
         answered_at: clock time of the bot's answer, ``None`` until answered.
         answer_method: the Bot API method that answered (e.g. ``"sendMessage"``).
         answer: the answer's result (the sent ``Message``) or, for
-            ``answerCallbackQuery``, its parameters.
+            ``answerCallbackQuery``, its parameters (``run_load`` drops it once
+            the user has seen it, to keep long runs small).
         filtered: the bot's ``allowed_updates`` exclude this update's type, so
             it was never created for the bot (it will not be answered).
         tag: free for the caller (the load test stores its ramp stage there).
@@ -178,8 +179,8 @@ class Exchange:
             TimeoutError: no answer within ``timeout`` seconds.
             RuntimeError: the update was filtered by the bot's ``allowed_updates``.
         """
-        if self.answer is not None:
-            return self.answer
+        if self.answered_at is not None:
+            return self.answer if self.answer is not None else {}
         if self.filtered:
             raise RuntimeError(
                 f"update {self.update_id} ({self.kind}) was never delivered: "
