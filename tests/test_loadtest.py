@@ -407,3 +407,37 @@ def test_python_dash_m_botscale_shows_help() -> None:
     check = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert check.stdout.strip() == "False"
     assert asyncio.iscoroutinefunction(run_loadtest_async)
+
+
+async def test_cli_simulator_plays_users_against_a_bot_started_by_hand() -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = "4242:by-hand"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "botscale", "simulator",
+        "--port", str(port), "--token", token,
+        "--users", "4", "--duration", "2", "--think", "0.2-0.4", "--no-flood-limits", "--json",
+        "--startup-timeout", "30",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        banner = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+        assert banner.strip() == f"Bot API simulator on http://127.0.0.1:{port}"
+        base_url = f"http://127.0.0.1:{port}"
+        bot = load_example("echo_telebot_async").build(base_url, token)
+        async with serve_bot(bot, base_url, token=token, poll_timeout=1):
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, stderr.decode()
+    report = json.loads(stdout)
+    assert report["users"] == 4
+    assert report["replies"] == report["updates_sent"] > 0
+    summary = stderr.decode().splitlines()[-1]
+    assert summary.startswith(f"botscale simulator: {report['updates_sent']} updates, ")

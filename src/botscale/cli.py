@@ -1,7 +1,8 @@
 """The ``botscale`` command line (also ``python -m botscale``).
 
 ``botscale loadtest TARGET`` measures a bot's capacity against the Bot API
-simulator; see docs/simulator.md.  Optional dependencies — rich for the live
+simulator; ``botscale simulator`` serves the simulator for a bot started by
+hand; see docs/simulator.md.  Optional dependencies — rich for the live
 progress bar, matplotlib for ``--plot`` (extra ``cli``), aiohttp for the
 simulator (extra ``testing``) — are imported only when used.
 """
@@ -107,7 +108,107 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lt.add_argument("--quiet", action="store_true", help="no progress display")
     lt.set_defaults(func=_loadtest)
+
+    sm = commands.add_parser(
+        "simulator",
+        help="serve the Bot API simulator for a bot you start yourself",
+        description=(
+            "Serve the Bot API simulator on HOST:PORT for --duration seconds (or until Ctrl-C). "
+            "Point your bot at the printed base URL and token. With --users, virtual users play "
+            "against the first bot that connects and a capacity report is printed."
+        ),
+    )
+    sm.add_argument("--host", default="127.0.0.1", help="interface (127.0.0.1)")
+    sm.add_argument("--port", type=int, default=8081, help="TCP port (8081; 0 picks a free one)")
+    sm.add_argument("--token", default=None, help="bot token to accept (random by default)")
+    sm.add_argument(
+        "--duration", type=float, default=600.0, help="seconds to serve or to play users (600)"
+    )
+    sm.add_argument("--users", type=int, default=0, help="virtual users to play (0: only serve)")
+    sm.add_argument("--scenario", default="chat", choices=("chat", "commands", "quiz", "bursts"))
+    sm.add_argument("--think", type=_think, default=None, help="think time LOW-HIGH seconds")
+    sm.add_argument("--ramp", action="store_true", help="start users in stages")
+    sm.add_argument("--ramp-steps", type=int, default=5, help="stages of the ramp (5)")
+    sm.add_argument("--p95-target", type=float, default=1.0, help="latency target in seconds")
+    sm.add_argument("--reply-timeout", type=float, default=10.0, help="seconds a user waits")
+    sm.add_argument(
+        "--startup-timeout", type=float, default=120.0, help="seconds to wait for the bot (120)"
+    )
+    sm.add_argument("--no-flood-limits", action="store_true", help="no Telegram flood limits")
+    sm.add_argument("--json", action="store_true", help="print the report as JSON")
+    sm.set_defaults(func=_simulator)
     return parser
+
+
+def _simulator(args: argparse.Namespace) -> int:
+    import asyncio
+
+    try:
+        from .testing._flood import FloodLimits
+        from .testing._load import LoadProfile, Scenario, run_load
+        from .testing._report import build_report
+        from .testing._simulator import TelegramSimulator
+    except ImportError as exc:
+        print(f"botscale simulator: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        sim = TelegramSimulator(
+            token=args.token,
+            host=args.host,
+            port=args.port,
+            flood_limits=FloodLimits.off() if args.no_flood_limits else None,
+        )
+        profile = None
+        if args.users:
+            profile = LoadProfile(
+                users=args.users,
+                duration=args.duration,
+                ramp_steps=args.ramp_steps if args.ramp else 1,
+                reply_timeout=args.reply_timeout,
+            )
+        scenario = Scenario.named(args.scenario, args.think)
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        print(f"botscale simulator: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def serve() -> int:
+        async with sim:
+            print(
+                f"Bot API simulator on {sim.base_url}\n"
+                f"  token              {sim.token}\n"
+                f"  aiogram            TelegramAPIServer.from_base({sim.base_url!r})\n"
+                f"  python-telegram-bot  base_url={sim.base_url + '/bot'!r}\n"
+                f"  telebot            apihelper.API_URL = {sim.base_url + '/bot{0}/{1}'!r}",
+                file=sys.stderr,
+                flush=True,
+            )
+            if profile is None:
+                await asyncio.sleep(args.duration)
+                return EXIT_OK
+            try:
+                await sim.wait_connected(args.startup_timeout)
+            except TimeoutError as exc:
+                print(f"botscale simulator: error: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            print("botscale: bot connected; playing users", file=sys.stderr, flush=True)
+            result = await run_load(sim, profile, scenario, on_progress=_PlainProgress())
+            report = build_report(
+                result, p95_target=args.p95_target, target="external bot", mode="external"
+            )
+            print(report.to_json() if args.json else report.format())
+            return EXIT_FAILED if report.aborted or not report.replies else EXIT_OK
+
+    try:
+        code = asyncio.run(serve())
+    except KeyboardInterrupt:
+        code = EXIT_OK
+    stats = sim.stats
+    print(
+        f"botscale simulator: {stats.updates} updates, {stats.replies} replies, "
+        f"{stats.rate_limited} x 429, {stats.errors} errors; calls {dict(stats.calls)}",
+        file=sys.stderr,
+    )
+    return code
 
 
 class _PlainProgress:
