@@ -43,7 +43,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, cast
 
@@ -139,21 +139,26 @@ class _Aborted(Exception):
     """Raised by the backoff sleep when ``close_timeout`` ran out."""
 
 
-@dataclass
 class _Outcome(Generic[T]):
     """What became of one batch (and the halves it was split into).
 
     Halves are written left to right, so the items written or set aside for
     the dead letters so far are always a prefix of the batch: ``done`` long.
+    ``last`` is the sink's latest error (a retry cut short by ``close_timeout``
+    reports it).
     """
 
-    written: int = 0
-    batches: int = 0
-    splits: int = 0
-    dead: int = 0
-    dead_failed: int = 0
-    done: int = 0
-    failures: list[tuple[list[T], BaseException]] = field(default_factory=list)
+    __slots__ = ("batches", "dead", "dead_failed", "done", "failures", "last", "splits", "written")
+
+    def __init__(self, written: int = 0, batches: int = 0, done: int = 0) -> None:
+        self.written = written
+        self.batches = batches
+        self.splits = 0
+        self.dead = 0
+        self.dead_failed = 0
+        self.done = done
+        self.failures: list[tuple[list[T], BaseException]] = []
+        self.last: BaseException | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -593,6 +598,15 @@ def _abort_error(name: str, timeout: float | None) -> WriterClosedError:
     )
 
 
+def _attempt(call: Callable[[list[T]], object], batch: list[T], out: _Outcome[T]) -> object:
+    """One sink call; its error is kept in ``out.last``."""
+    try:
+        return call(batch)
+    except BaseException as exc:
+        out.last = exc
+        raise
+
+
 def _write_all_sync(
     s: _Settings[T],
     policy: RetryPolicy,
@@ -605,19 +619,10 @@ def _write_all_sync(
     Runs on a thread (the threaded twin's worker, or the asyncio twin's sink
     thread).  Halves are written left to right, so ``out.done`` stays a prefix.
     """
-    last: list[BaseException] = []
-
-    def attempt(items: list[T]) -> object:
-        try:
-            return call(items)
-        except BaseException as exc:
-            last.append(exc)
-            raise
-
     try:
-        policy.call(attempt, batch)
+        policy.call(_attempt, call, batch, out)
     except _Aborted:
-        out.failures.append((batch, last[-1] if last else _abort_error(s.name, None)))
+        out.failures.append((batch, out.last or _abort_error(s.name, None)))
         out.done += len(batch)
         return
     except BaseException as exc:
@@ -792,6 +797,7 @@ class BatchWriter(Generic[T]):
         self._on_room = on_room
         self._policy = s.policy(self._backoff_sleep, self._unused_async_sleep)
         self._aborting = False
+        self._targets: list[int] = []  # what flush() / close() calls wait to see resolved
         self._sink_closed = False
         self._loop_thread: _LoopThread | None = None
         self._loop_lock = threading.Lock()
@@ -936,18 +942,24 @@ class BatchWriter(Generic[T]):
                     cond.wait(core.wait_time(now))
                 was_full = core.full()
                 key, batch = core.take()
-                cond.notify_all()
+                if was_full:  # puts may be waiting for room
+                    cond.notify_all()
             if was_full and self._on_room is not None:
                 self._on_room()
             start = clock()
             outcome: _Outcome[T] = _Outcome()
             try:
                 self._write_all(batch, outcome)
-                self._dead_letter(outcome)
+                if outcome.failures:
+                    self._dead_letter(outcome)
             finally:
                 with cond:
                     core.finish(key, outcome, clock() - start)
-                    cond.notify_all()
+                    # Wake flush() / close() only once what they wait for is done:
+                    # a wake per batch costs a context switch per batch.
+                    targets = self._targets
+                    if targets and core.resolved(min(targets)):
+                        cond.notify_all()
 
     def _call_sink(self, batch: list[T]) -> object:
         sink = self._s.sink
@@ -1011,13 +1023,17 @@ class BatchWriter(Generic[T]):
             target = core.request_flush()
             self._cond.notify_all()
             deadline = None if timeout is None else self._clock() + timeout
-            while not core.resolved(target):
-                remaining = None if deadline is None else deadline - self._clock()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(
-                        f"flush of {self._s.name} did not finish within {timeout!r} s"
-                    )
-                self._cond.wait(remaining)
+            self._targets.append(target)
+            try:
+                while not core.resolved(target):
+                    remaining = None if deadline is None else deadline - self._clock()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError(
+                            f"flush of {self._s.name} did not finish within {timeout!r} s"
+                        )
+                    self._cond.wait(remaining)
+            finally:
+                self._targets.remove(target)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting items, drain everything pending, then close the sink.
@@ -1049,11 +1065,16 @@ class BatchWriter(Generic[T]):
         atexit.unregister(self._exit_hook)
         deadline = None if timeout is None else self._clock() + timeout
         with cond:
-            while not core.drained():
-                remaining = None if deadline is None else deadline - self._clock()
-                if remaining is not None and remaining <= 0:
-                    break
-                cond.wait(remaining)
+            target = core.items_in  # closed: nothing follows, so resolved == drained
+            self._targets.append(target)
+            try:
+                while not core.drained():
+                    remaining = None if deadline is None else deadline - self._clock()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    cond.wait(remaining)
+            finally:
+                self._targets.remove(target)
             leftovers: tuple[int, list[T]] | None = None
             if not core.drained():
                 self._aborting = True
@@ -1533,23 +1554,18 @@ class AsyncBatchWriter(Generic[T]):
                 _report_unrecorded(self._s.name, items, error, why)
         out.failures.clear()
 
-    async def _call_sink(self, batch: list[T]) -> object:
-        return await cast("Awaitable[object]", self._s.sink(batch))
+    async def _attempt(self, batch: list[T], out: _Outcome[T]) -> object:
+        try:
+            return await cast("Awaitable[object]", self._s.sink(batch))
+        except BaseException as exc:
+            out.last = exc
+            raise
 
     async def _write_all(self, batch: list[T], out: _Outcome[T]) -> None:
-        last: list[BaseException] = []
-
-        async def attempt(items: list[T]) -> object:
-            try:
-                return await self._call_sink(items)
-            except BaseException as exc:
-                last.append(exc)
-                raise
-
         try:
-            await self._policy.acall(attempt, batch)
+            await self._policy.acall(self._attempt, batch, out)
         except _Aborted:
-            out.failures.append((batch, last[-1] if last else _abort_error(self._s.name, None)))
+            out.failures.append((batch, out.last or _abort_error(self._s.name, None)))
             out.done += len(batch)
             return
         except asyncio.CancelledError:
