@@ -54,12 +54,26 @@ class _BotProcess:
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
+        # Read chunks, not lines: a huge line must not stop the reader (and then
+        # block the bot on a full pipe).
         assert self.proc.stdout is not None
+        pending = b""
         while True:
-            line = await self.proc.stdout.readline()
-            if not line:
+            chunk = await self.proc.stdout.read(65536)
+            if not chunk:
+                if pending:
+                    self._keep(pending)
                 return
-            self.tail.append(line.decode("utf-8", "replace").rstrip())
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                self._keep(line)
+            if len(pending) > 65536:
+                self._keep(pending)
+                pending = b""
+
+    def _keep(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip()
+        self.tail.append(text if len(text) <= 2000 else text[:2000] + " …")
 
     def sample_rss(self) -> None:
         rss = _peak_rss(self.proc.pid)
