@@ -40,8 +40,11 @@ from .quiz import (
 from .storage import Storage, WriterFullError
 
 __all__ = [
+    "CORRECT",
     "EXPLAIN_PREFIX",
     "NEW_QUIZ",
+    "SLOW_DOWN",
+    "WRONG",
     "BroadcastResult",
     "Press",
     "QuizFlow",
@@ -55,6 +58,10 @@ EXPLAIN_PREFIX: Final = "x:"
 """Callback data of the "explain" button: ``x:<question id>``."""
 NEW_QUIZ: Final = "n"
 """Callback data of the "new quiz" button."""
+CORRECT: Final = "✅ Correct!"
+"""The toast of a correct answer."""
+WRONG: Final = "❌ Not quite."
+"""The toast of a wrong answer."""
 SLOW_DOWN: Final = (
     "🐢 Easy there! You are going faster than I can keep up: please wait {retry_after} s."
 )
@@ -277,10 +284,10 @@ class QuizFlow:
         state.set(outcome.state)
         question = outcome.question
         if outcome.kind == "correct":
-            toast, verdict = "✅ Correct!", "✅ Correct!"
+            toast, verdict = CORRECT, CORRECT
         else:
             right = question.options[question.answer]
-            toast, verdict = "❌ Not quite.", f"❌ Not quite: the answer is “{right}”."
+            toast, verdict = WRONG, f"❌ Not quite: the answer is “{right}”."
         if outcome.next_question is None:
             score = outcome.state["score"]
             total = len(outcome.state["ids"])
