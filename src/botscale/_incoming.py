@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, NamedTuple, TypeAlias
 
 from ._clock import Clock
 from ._dedup import Deduplicator
@@ -47,6 +47,7 @@ KeyFunc: TypeAlias = "Callable[[UpdateInfo], str | int | None]"
 KeyMode: TypeAlias = "Literal['user', 'chat'] | KeyFunc"
 LimitedAction: TypeAlias = "Literal['ignore', 'notify']"
 
+_USER: Final = "user"
 DEFAULT_NOTICE: Final = "Too many requests: please wait {retry_after} s and try again."
 
 # Update kinds Telegram sends, in the Bot API's field names.
@@ -77,13 +78,13 @@ UPDATE_KINDS: Final[tuple[str, ...]] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateInfo:
+class UpdateInfo(NamedTuple):
     """A framework-free description of one incoming update.
 
     Adapters fill it from their framework's objects; :meth:`from_dict` reads a
     raw Bot API update.  Every field but ``kind`` may be ``None``: a channel
-    post has no user, an inline query no chat, a poll neither.
+    post has no user, an inline query no chat, a poll neither.  An immutable
+    named tuple: one is made per update, so it must be cheap.
 
     Attributes:
         kind: the update's type in Bot API terms (``"message"``, ``"callback_query"``, ...).
@@ -280,7 +281,7 @@ def _check_key_mode(key: object, *, allow_none: bool = False) -> None:
 
 
 def _key_of(info: UpdateInfo, mode: KeyMode) -> Key | None:
-    if mode == "user":
+    if mode is _USER or mode == "user":
         return info.user_id if info.user_id is not None else info.chat_id
     if mode == "chat":
         return info.chat_id if info.chat_id is not None else info.user_id
@@ -401,6 +402,18 @@ class IncomingGuard:
             self._count("_duplicates")
             return DUPLICATE
         return PROCEED
+
+    def seen_update(self, update_id: int | None) -> bool:
+        """Whether ``update_id`` was already accepted (a duplicate to drop); counted.
+
+        The de-duplication of :meth:`check_duplicate`, for adapters that see
+        update ids before they see updates (telebot).
+        """
+        dedup = self.dedup
+        if dedup is None or update_id is None or not dedup.seen(update_id):
+            return False
+        self._count("_duplicates")
+        return True
 
     def check_limit(self, info: UpdateInfo) -> Verdict:
         """Only the update-level rate limit part of :meth:`check`."""

@@ -9,11 +9,11 @@ Two lines for the common case::
 
 What :func:`install` registers:
 
-* :class:`IncomingMiddleware`, an outer middleware on ``dp.update``:
-  de-duplication, the per-chat ordered runner, the monitor's
-  ``update.<kind>`` timing, and ``user_state`` / ``update_info`` for handlers;
+* :class:`IncomingMiddleware`, an outer middleware on ``dp.update`` (with a
+  runner): de-duplication and the per-chat ordered runner;
 * :class:`HandlerMiddleware`, an inner middleware on every event observer:
-  the per-user limit with its "slow down" notice, once the handler is known,
+  de-duplication (without a runner), ``user_state`` / ``update_info`` for
+  handlers, the per-user limit with its "slow down" notice, once the handler is known,
   so that its ``rate_limit`` flag applies
   (``@router.message(..., flags={"rate_limit": "3/minute"})``; ``False``
   exempts a handler from the update-level limit), and ``handler.<name>`` timing;
@@ -30,6 +30,7 @@ from .._compat import require
 
 require("aiogram", "aiogram", feature="botscale.adapters.aiogram")
 
+import contextvars  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Awaitable, Callable, Mapping  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -42,6 +43,7 @@ from aiogram.client.session.middlewares.base import (  # noqa: E402
 )
 from aiogram.dispatcher.event.bases import UNHANDLED  # noqa: E402
 from aiogram.dispatcher.event.handler import HandlerObject  # noqa: E402
+from aiogram.dispatcher.middlewares.user_context import UserContextMiddleware  # noqa: E402
 from aiogram.exceptions import (  # noqa: E402
     TelegramAPIError,
     TelegramEntityTooLarge,
@@ -77,6 +79,10 @@ _log: Final = logging.getLogger("botscale.adapters.aiogram")
 
 _Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
+_admitted: contextvars.ContextVar[tuple[Update, UpdateInfo] | None] = contextvars.ContextVar(
+    "botscale_aiogram_admitted", default=None
+)
+
 
 def classify(exc: BaseException) -> ApiFailure | None:
     """aiogram's exceptions as :class:`~botscale.ApiFailure` (``None``: not a Bot API failure)."""
@@ -100,22 +106,40 @@ def update_info(update: Update, data: Mapping[str, Any] | None = None) -> Update
     """Describe an aiogram ``Update`` (using aiogram's resolved event context if given)."""
     context = data.get("event_context") if data is not None else None
     if context is None:
-        from aiogram.dispatcher.middlewares.user_context import UserContextMiddleware
-
         context = UserContextMiddleware.resolve_event_context(update)
     chat = context.chat
     user = context.user
-    try:
-        kind = update.event_type
-    except Exception:  # an update type newer than this aiogram
-        kind = "unknown"
+    if update.message is not None:
+        kind = "message"
+    else:
+        try:
+            kind = update.event_type
+        except Exception:  # an update type newer than this aiogram
+            kind = "unknown"
+    if chat is None:
+        return UpdateInfo(kind, update.update_id, user.id if user is not None else None)
     return UpdateInfo(
-        kind,
-        update.update_id,
-        user.id if user is not None else None,
-        chat.id if chat is not None else None,
-        chat.type if chat is not None else None,
+        kind, update.update_id, user.id if user is not None else None, chat.id, chat.type
     )
+
+
+def _admit(guard: IncomingGuard, update: Update, data: dict[str, Any]) -> UpdateInfo | None:
+    """Describe and de-duplicate ``update`` once; ``None`` for a duplicate.
+
+    Puts ``update_info`` (and ``user_state``) into the handler data.
+    """
+    admitted = _admitted.get()
+    if admitted is not None and admitted[0] is update:
+        info = admitted[1]  # SkipHandler sent it on to another router: already admitted
+    else:
+        info = update_info(update, data)
+        if not guard.check_duplicate(info):
+            return None
+        _admitted.set((update, info))
+    data["update_info"] = info
+    if guard.state is not None:
+        data["user_state"] = guard.user_state(info)
+    return info
 
 
 async def _deliver_notice(bot: Bot | None, update: Update, info: UpdateInfo, text: str) -> None:
@@ -132,11 +156,15 @@ async def _deliver_notice(bot: Bot | None, update: Update, info: UpdateInfo, tex
 
 
 class IncomingMiddleware(BaseMiddleware):
-    """Outer ``dp.update`` middleware: dedup, limit, order, time, state.
+    """Outer ``dp.update`` middleware: de-duplication and the per-chat ordered runner.
+
+    Needed only with a runner (:func:`install` adds it then): ordering must
+    happen before aiogram evaluates filters, FSM state filters included.
+    Without one, :class:`HandlerMiddleware` de-duplicates by itself.
 
     Args:
         guard: the decisions (an :class:`~botscale.IncomingGuard`).
-        runner: the per-chat ordered, capped runner (``None``: aiogram's own scheduling).
+        runner: the per-chat ordered, capped runner.
     """
 
     def __init__(self, guard: IncomingGuard, runner: UpdateRunner | None = None) -> None:
@@ -146,26 +174,12 @@ class IncomingMiddleware(BaseMiddleware):
     async def __call__(self, handler: _Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         if not isinstance(event, Update):
             return await handler(event, data)
-        guard = self.guard
-        info = update_info(event, data)
-        if not guard.check_duplicate(info):
+        info = _admit(self.guard, event, data)
+        if info is None:
             return UNHANDLED
-        data["update_info"] = info
-        if guard.state is not None:
-            data["user_state"] = guard.user_state(info)
         if self.runner is None:
-            return await self._handle(handler, event, data, info)
-        return await self.runner.run(info, lambda: self._handle(handler, event, data, info))
-
-    async def _handle(
-        self, handler: _Handler, event: TelegramObject, data: dict[str, Any], info: UpdateInfo
-    ) -> Any:
-        token = _reply_chat_var.set(None if info.chat_id is None else str(info.chat_id))
-        try:
-            with self.guard.track(info):
-                return await handler(event, data)
-        finally:
-            _reply_chat_var.reset(token)
+            return await handler(event, data)
+        return await self.runner.run(info, lambda: handler(event, data))
 
 
 class HandlerMiddleware(BaseMiddleware):
@@ -188,20 +202,25 @@ class HandlerMiddleware(BaseMiddleware):
         if cached is not None and cached[0] is handler:
             return cached[1], cached[2]
         flag = HandlerLimit.coerce(handler.flags.get("rate_limit"))
-        name = getattr(handler.callback, "__qualname__", None) or repr(handler.callback)
+        name = "handler." + (getattr(handler.callback, "__qualname__", None) or repr(handler))
         self._flags[id(handler)] = (handler, flag, name)
         return flag, name
 
     async def __call__(self, handler: _Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        handler_object = data.get("handler")
-        info: UpdateInfo | None = data.get("update_info")
-        if info is None:  # IncomingMiddleware is not installed on this dispatcher
-            return await handler(event, data)
         guard = self.guard
+        info: UpdateInfo | None = data.get("update_info")
+        if info is None:  # no IncomingMiddleware: describe and de-duplicate here
+            update = data.get("event_update")
+            if not isinstance(update, Update):
+                return await handler(event, data)
+            info = _admit(guard, update, data)
+            if info is None:
+                return None
+        handler_object = data.get("handler")
         flag, name = (
             self._flag_of(handler_object)
             if isinstance(handler_object, HandlerObject)
-            else (None, "unknown")
+            else (None, "handler.unknown")
         )
         if flag is False:
             guard.count_passed()
@@ -215,8 +234,12 @@ class HandlerMiddleware(BaseMiddleware):
                     if isinstance(update, Update):
                         await _deliver_notice(data.get("bot"), update, info, verdict.notice)
                 return None
-        with guard.track(info, f"handler.{name}"):
-            return await handler(event, data)
+        token = _reply_chat_var.set(None if info.chat_id is None else str(info.chat_id))
+        try:
+            with guard.track(info, name):
+                return await handler(event, data)
+        finally:
+            _reply_chat_var.reset(token)
 
 
 class FloodMiddleware(BaseRequestMiddleware):
@@ -317,7 +340,8 @@ def install(
         flood = AsyncFloodControl() if bot is not None else None
     if runner is _DEFAULT:
         runner = UpdateRunner()
-    dp.update.outer_middleware(IncomingMiddleware(guard, runner))
+    if runner is not None:
+        dp.update.outer_middleware(IncomingMiddleware(guard, runner))
     inner = HandlerMiddleware(guard)
     for name, observer in dp.observers.items():
         if name not in ("update", "error"):

@@ -36,6 +36,7 @@ require("telebot", "telebot", feature="botscale.adapters.telebot")
 
 import asyncio  # noqa: E402
 import contextvars  # noqa: E402
+import inspect  # noqa: E402
 import logging  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -81,12 +82,19 @@ __all__ = [
 ]
 
 _log: Final = logging.getLogger("botscale.adapters.telebot")
+_Message: Final = telebot.types.Message
 _STATE: Final = "_botscale"
 UPDATE_TYPES: Final[list[str]] = list(telebot.util.update_types)
 
 
 def update_info(obj: Any, update_type: str, update_id: int | None = None) -> UpdateInfo:
     """Describe the object telebot hands a handler (a Message, CallbackQuery, ...)."""
+    if type(obj) is _Message:  # the common case, without the probing below
+        where = obj.chat
+        sender = obj.from_user
+        return UpdateInfo(
+            update_type, update_id, sender.id if sender is not None else None, where.id, where.type
+        )
     user = getattr(obj, "from_user", None) or getattr(obj, "user", None)
     chat = getattr(obj, "chat", None)
     if chat is None:
@@ -253,19 +261,47 @@ class _Current:
     hold: Any = None
 
 
+def _presign(bot: Any, kind: str, signed: dict[str, int]) -> None:
+    """Give the kind's handler functions a precomputed ``__signature__``.
+
+    With class middlewares on, telebot calls ``inspect.signature`` on the
+    handler for every update (several microseconds); a function carrying
+    ``__signature__`` answers at once, with the very same signature.
+    """
+    name = _HANDLER_LIST_OF.get(kind)
+    handlers = getattr(bot, name, None) if name is not None else None
+    if not handlers or signed.get(kind) == len(handlers):
+        return
+    signed[kind] = len(handlers)
+    for handler in handlers:
+        function = handler.get("function") if isinstance(handler, dict) else None
+        if function is None or "__signature__" in getattr(function, "__dict__", {}):
+            continue
+        try:
+            function.__signature__ = inspect.signature(function)
+        except (AttributeError, TypeError, ValueError):
+            continue  # a builtin or a callable object: telebot inspects it as before
+
+
 class GuardMiddleware(handler_backends.BaseMiddleware):
-    """The incoming guard as a class-based middleware of the threaded ``TeleBot``."""
+    """The incoming guard as a class-based middleware of the threaded ``TeleBot``.
+
+    ``update_sensitive``: telebot calls ``pre_process_<kind>`` /
+    ``post_process_<kind>``, so the update's exact kind (``channel_post``,
+    ``edited_message``...) reaches the guard and the monitor.
+    """
 
     def __init__(self, bot: telebot.TeleBot, guard: IncomingGuard) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.update_sensitive = False
+        self.update_sensitive = True
         self.update_types = UPDATE_TYPES
         self.bot = bot
         self.guard = guard
+        self._signed: dict[str, int] = {}
 
-    def pre_process(self, message: Any, data: dict[str, Any]) -> Any:
+    def pre(self, kind: str, message: Any, data: dict[str, Any]) -> Any:
         """Limit, notice, state, timing start."""
-        kind = _kind_of(message)
+        _presign(self.bot, kind, self._signed)
         info = update_info(message, kind)
         guard = self.guard
         verdict = guard.check_limit(info)
@@ -279,7 +315,7 @@ class GuardMiddleware(handler_backends.BaseMiddleware):
         data[_STATE] = _Current(info, token, time.perf_counter())
         return None
 
-    def post_process(self, message: Any, data: dict[str, Any], exception: Any) -> None:
+    def post(self, kind: str, message: Any, data: dict[str, Any], exception: Any) -> None:
         """Timing end."""
         current: _Current | None = data.get(_STATE)
         if current is None:
@@ -299,15 +335,16 @@ class AsyncGuardMiddleware(asyncio_handler_backends.BaseMiddleware):
         self, bot: AsyncTeleBot, guard: IncomingGuard, runner: UpdateRunner | None = None
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.update_sensitive = False
+        self.update_sensitive = True
         self.update_types = UPDATE_TYPES
         self.bot = bot
         self.guard = guard
+        self._signed: dict[str, int] = {}
         self.runner = runner
 
-    async def pre_process(self, message: Any, data: dict[str, Any]) -> Any:
+    async def pre(self, kind: str, message: Any, data: dict[str, Any]) -> Any:
         """Limit, notice, state, turn, timing start."""
-        kind = _kind_of(message)
+        _presign(self.bot, kind, self._signed)
         info = update_info(message, kind)
         guard = self.guard
         verdict = guard.check_limit(info)
@@ -322,7 +359,7 @@ class AsyncGuardMiddleware(asyncio_handler_backends.BaseMiddleware):
         data[_STATE] = _Current(info, token, time.perf_counter(), hold)
         return None
 
-    async def post_process(self, message: Any, data: dict[str, Any], exception: Any) -> None:
+    async def post(self, kind: str, message: Any, data: dict[str, Any], exception: Any) -> None:
         """Turn release, timing end."""
         current: _Current | None = data.get(_STATE)
         if current is None:
@@ -333,33 +370,24 @@ class AsyncGuardMiddleware(asyncio_handler_backends.BaseMiddleware):
         _record(self.guard, current, exception)
 
 
-def _kind_of(obj: Any) -> str:
-    name = type(obj).__name__
-    return _KIND_BY_TYPE.get(name, name)
+def _add_kind_methods(cls: type[Any]) -> None:
+    """Define ``pre_process_<kind>`` / ``post_process_<kind>`` for every update kind."""
+    for kind in UPDATE_TYPES:
+
+        def pre_process(self: Any, message: Any, data: dict[str, Any], _kind: str = kind) -> Any:
+            return self.pre(_kind, message, data)
+
+        def post_process(
+            self: Any, message: Any, data: dict[str, Any], exception: Any, _kind: str = kind
+        ) -> Any:
+            return self.post(_kind, message, data, exception)
+
+        setattr(cls, f"pre_process_{kind}", pre_process)
+        setattr(cls, f"post_process_{kind}", post_process)
 
 
-# telebot hands middlewares the inner object; its type names the update kind
-# (a Message may be message, edited_message, channel_post...: "message" is kept,
-# which is what limits and logs need).
-_KIND_BY_TYPE: Final[dict[str, str]] = {
-    "Message": "message",
-    "CallbackQuery": "callback_query",
-    "InlineQuery": "inline_query",
-    "ChosenInlineResult": "chosen_inline_result",
-    "ShippingQuery": "shipping_query",
-    "PreCheckoutQuery": "pre_checkout_query",
-    "Poll": "poll",
-    "PollAnswer": "poll_answer",
-    "ChatMemberUpdated": "chat_member",
-    "ChatJoinRequest": "chat_join_request",
-    "MessageReactionUpdated": "message_reaction",
-    "MessageReactionCountUpdated": "message_reaction_count",
-    "ChatBoostUpdated": "chat_boost",
-    "ChatBoostRemoved": "removed_chat_boost",
-    "BusinessConnection": "business_connection",
-    "BusinessMessagesDeleted": "deleted_business_messages",
-    "PaidMediaPurchased": "purchased_paid_media",
-}
+_add_kind_methods(GuardMiddleware)
+_add_kind_methods(AsyncGuardMiddleware)
 
 
 def _record(guard: IncomingGuard, current: _Current, exception: Any) -> None:
@@ -437,7 +465,7 @@ def _dedup_sync(bot: telebot.TeleBot, guard: IncomingGuard) -> None:
     original = bot.process_new_updates
 
     def process_new_updates(updates: list[Any]) -> None:
-        fresh = [u for u in updates if guard.check_duplicate(_update_stub(u))]
+        fresh = [u for u in updates if not guard.seen_update(u.update_id)]
         if fresh:
             original(fresh)
         elif updates:
@@ -454,7 +482,7 @@ def _dedup_async(bot: AsyncTeleBot, guard: IncomingGuard, runner: UpdateRunner |
 
     async def process_new_updates(updates: list[Any]) -> None:
         nonlocal pending
-        fresh = [u for u in updates if guard.check_duplicate(_update_stub(u))]
+        fresh = [u for u in updates if not guard.seen_update(u.update_id)]
         pending += len(fresh)
         try:
             if fresh:
@@ -476,10 +504,6 @@ def _dedup_async(bot: AsyncTeleBot, guard: IncomingGuard, runner: UpdateRunner |
 
     bot.process_new_updates = process_new_updates  # type: ignore[method-assign]
     bot.get_updates = get_updates  # type: ignore[method-assign]
-
-
-def _update_stub(update: Any) -> UpdateInfo:
-    return UpdateInfo("update", getattr(update, "update_id", None))
 
 
 # --------------------------------------------------------------------------- install
@@ -586,6 +610,9 @@ _HANDLER_LISTS: Final[dict[str, str]] = {
     "deleted_business_messages_handlers": "deleted_business_messages",
     "purchased_paid_media_handlers": "purchased_paid_media",
 }
+
+
+_HANDLER_LIST_OF: Final[dict[str, str]] = {kind: attr for attr, kind in _HANDLER_LISTS.items()}
 
 
 def polling_kwargs(bot: telebot.TeleBot | AsyncTeleBot) -> dict[str, Any]:
