@@ -352,9 +352,12 @@ async def test_ptb_odd_updates_pass_and_polling_preset() -> None:
         calls.append("text" if update.message else "post")
         states.append(user_state())
 
-    from botscale import MemoryStateStore
+    from botscale import MemoryStateStore, PerformanceMonitor
 
-    guard = IncomingGuard("1/minute", on_limited="ignore", state=MemoryStateStore(10))
+    monitor = PerformanceMonitor()
+    guard = IncomingGuard(
+        "1/minute", on_limited="ignore", state=MemoryStateStore(10), monitor=monitor
+    )
     async with TelegramSimulator() as sim:
         builder = ApplicationBuilder().token(sim.token).base_url(f"{sim.base_url}/bot")
         app = install(builder, guard=guard)
@@ -367,6 +370,9 @@ async def test_ptb_odd_updates_pass_and_polling_preset() -> None:
     assert calls == ["text", "post"]
     assert guard.stats().duplicates == 1
     assert guard.stats().limited == 1
+    timed = [name for name in monitor.stats().operations if name.endswith("on_text")]
+    assert len(timed) == 1  # added after install, timed all the same
+    assert monitor.stats()[timed[0]].count == 2
     assert states[0] is not None
     assert states[0].key == 42
     assert states[1] is not None

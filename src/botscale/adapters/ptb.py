@@ -1,6 +1,6 @@
 """botscale for python-telegram-bot 22: translation only, the core decides.
 
-One line for the common case (call it after adding your handlers)::
+One line for the common case::
 
     from botscale.adapters.ptb import install, polling_kwargs
 
@@ -232,10 +232,20 @@ def guard_handler(guard: IncomingGuard) -> TypeHandler[Update, Any, Any]:
     """The incoming guard as a ``TypeHandler`` for group -1 (``install`` adds it).
 
     Duplicates and limited updates stop with ``ApplicationHandlerStop``; a
-    limited user gets the guard's notice (at most once per window).
+    limited user gets the guard's notice (at most once per window).  With a
+    monitor, handlers added at any time are timed from their first update on.
     """
 
+    known = -1  # handlers seen by the last timing pass
+
     async def check(update: Update, context: CallbackContext[Any, Any, Any, Any]) -> None:
+        nonlocal known
+        if guard.monitor is not None:
+            handlers = context.application.handlers
+            count = sum(map(len, handlers.values()))
+            if count != known:  # handlers were added since: time them too
+                known = count
+                monitor_handlers(context.application, guard)
         info = update_info(update)
         verdict = guard.check(info)
         if not verdict:
@@ -303,7 +313,8 @@ def monitor_handlers(app: Application[Any, Any, Any, Any, Any, Any], guard: Inco
             continue
         for handler in _handlers(handlers):
             callback = handler.callback
-            name = f"handler.{getattr(callback, '__qualname__', None) or callback!r}"
+            label = getattr(callback, "__qualname__", None) or repr(callback)
+            name = f"handler.{label}"
             handler.callback = _timed(guard, callback, name)
             count += 1
     return count
