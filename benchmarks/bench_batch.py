@@ -277,6 +277,107 @@ def build_section(
     return Section(title, rows, baseline="one row per transaction", targets=targets, unit="row")
 
 
+# -- the writers' own cost ------------------------------------------------------------------
+
+
+class NoopSink:
+    """A sink that does nothing, held at a gate until every row is queued."""
+
+    columns = ("user_id", "question", "answer", "ok")
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self, rows: list[Any]) -> None:
+        if not self.gate.is_set():
+            self.entered.set()
+            self.gate.wait()
+
+
+class AsyncNoopSink:
+    columns = ("user_id", "question", "answer", "ok")
+
+    async def __call__(self, rows: list[Any]) -> None:
+        return None
+
+
+def own_cost_sections(n: int, repeat: int) -> list[Section]:
+    rows = make_rows(n)
+
+    def buffer_append() -> float:
+        buffer: list[Any] = []
+        append = buffer.append
+        start = time.perf_counter()
+        for row in rows:
+            append(row)
+        return time.perf_counter() - start
+
+    def sync_put() -> float:
+        writer: BatchWriter[Any] = BatchWriter(
+            NoopSink(), max_batch=500, max_delay=60.0, max_pending=n
+        )
+        put = writer.put
+        start = time.perf_counter()
+        for row in rows:
+            put(row)
+        elapsed = time.perf_counter() - start
+        writer._s.sink.gate.set()  # type: ignore[attr-defined]
+        writer.close()
+        return elapsed
+
+    def async_put() -> float:
+        async def main() -> float:
+            writer: AsyncBatchWriter[Any] = AsyncBatchWriter(
+                AsyncNoopSink(), max_batch=500, max_delay=60.0, max_pending=n
+            )
+            put = writer.put
+            start = time.perf_counter()
+            for row in rows:
+                await put(row)
+            elapsed = time.perf_counter() - start
+            await writer.aclose()
+            return elapsed
+
+        return asyncio.run(main())
+
+    def drain(batch: int) -> float:
+        sink = NoopSink()
+        writer: BatchWriter[Any] = BatchWriter(sink, max_batch=batch, max_delay=60.0, max_pending=n)
+        for row in rows:
+            writer.put(row)
+        sink.entered.wait()
+        start = time.perf_counter()
+        sink.gate.set()
+        writer.close()
+        return (time.perf_counter() - start) / (n / batch)
+
+    def best(fn: Callable[[], float]) -> float:
+        return min(fn() for _ in range(repeat))
+
+    put_section = Section(
+        f"Writer's own cost per put() ({n:,} rows, no-op sink)",
+        [
+            Row(
+                "list.append into a hand-rolled buffer",
+                best(buffer_append) / n,
+                "the floor: no lock, no bound, no check",
+            ),
+            Row("BatchWriter.put", best(sync_put) / n, "thread-safe, bounded, row checked"),
+            Row("await AsyncBatchWriter.put", best(async_put) / n, "bounded, row checked"),
+        ],
+        baseline="list.append into a hand-rolled buffer",
+        unit="row",
+    )
+    batch_section = Section(
+        "Writer's own cost per batch (no-op sink: take, retry wrapper, call, books)",
+        [Row(f"BatchWriter, batch {b}", best(functools.partial(drain, b))) for b in BATCHES],
+        baseline=f"BatchWriter, batch {BATCHES[0]}",
+        unit="batch",
+    )
+    return [put_section, batch_section]
+
+
 # -- PostgreSQL ---------------------------------------------------------------------------
 
 
@@ -410,8 +511,9 @@ async def pg_sections(n: int, subset: int, repeat: int) -> list[Section]:
 
 def run(quick: bool) -> list[Section]:
     n = 10_000 if quick else 100_000
-    repeat = 2 if quick else 3
+    repeat = 2 if quick else 5
     sections = [
+        *own_cost_sections(n * 2, repeat),
         sqlite_section("NORMAL", n, subset=1_000 if quick else 5_000, repeat=repeat),
         sqlite_section("FULL", n, subset=200 if quick else 1_000, repeat=repeat),
     ]
