@@ -157,6 +157,46 @@ def test_replies_are_matched_to_updates_in_order_with_latency(clock: FakeClock) 
     assert sim.stats.messages_sent == 3
 
 
+def test_a_reply_refused_with_429_does_not_skew_the_next_ones_latency(clock: FakeClock) -> None:
+    limits = FloodLimits(per_private_chat_burst=1)
+    sim = TelegramSimulator(clock=clock, flood_limits=limits)
+    user = sim.user()
+    a = user.send("a")
+    sim.api.call("sendMessage", {"chat_id": user.id, "text": "re a"})
+    b = user.send("b")
+    with pytest.raises(ApiError, match="retry after 1"):
+        sim.api.call("sendMessage", {"chat_id": user.id, "text": "re b"})  # claims b
+    clock.advance(5.0)
+    c = user.send("c")
+    clock.advance(0.5)
+    sim.api.call("sendMessage", {"chat_id": user.id, "text": "re c"})
+    assert a.answered
+    assert c.latency == pytest.approx(0.5)  # not 5.5: b's dropped reply is not c's
+    assert not b.answered
+    clock.advance(1.0)
+    sim.api.call("sendMessage", {"chat_id": user.id, "text": "re b"})  # the retry answers b
+    assert b.latency == pytest.approx(6.5)
+    assert b.answer is not None
+    assert b.answer["text"] == "re b"
+
+
+def test_a_quoting_reply_answers_the_quoted_update(clock: FakeClock) -> None:
+    sim = TelegramSimulator(clock=clock)
+    user = sim.user()
+    first, second = user.send("one"), user.send("two")
+    clock.advance(0.2)
+    sim.api.call(
+        "sendMessage",
+        {
+            "chat_id": user.id,
+            "text": "re two",
+            "reply_parameters": {"message_id": second.message_id},
+        },
+    )
+    assert second.latency == pytest.approx(0.2)
+    assert not first.answered
+
+
 def test_commands_carry_a_bot_command_entity() -> None:
     sim = TelegramSimulator()
     user = sim.user()

@@ -100,7 +100,12 @@ class Exchange:
     The simulator matches the bot's first sending call to the update's chat
     (``sendMessage``, ``editMessageText``, any ``send*``…), or an
     ``answerCallbackQuery`` for a callback query, to the oldest unanswered
-    update of that chat: ``latency`` is the time between the two.
+    update of that chat: ``latency`` is the time between the two.  A reply
+    that quotes a message (``reply_to_message``) answers that message's
+    update.  A sending call refused with ``429`` *claims* the oldest update:
+    only a later call with the same method and text (the bot's retry) answers
+    it, so a dropped reply leaves its update unanswered instead of skewing the
+    latency of the next one.
 
     Attributes:
         update_id: the update's id.
@@ -125,8 +130,10 @@ class Exchange:
         "answered_at",
         "callback_query_id",
         "chat_id",
+        "claim",
         "filtered",
         "kind",
+        "message_id",
         "sent_at",
         "tag",
         "update_id",
@@ -153,6 +160,8 @@ class Exchange:
         self.answer: JsonObject | None = None
         self.filtered = False
         self.tag = 0
+        self.message_id: int | None = None
+        self.claim: str | None = None
         self._waiter: asyncio.Future[JsonObject] | None = None
 
     @property
@@ -444,6 +453,7 @@ class BotApi:
             message["entities"] = entities
         chat.store(message)
         exchange = Exchange(self.new_update_id(), kind, chat.id, user["id"], self.clock())
+        exchange.message_id = message["message_id"]
         self._enqueue(kind, lambda uid: {"update_id": uid, "message": message}, exchange)
         return exchange
 
@@ -516,22 +526,47 @@ class BotApi:
 
     # -- the bot's answers --------------------------------------------------
 
-    def _answer_chat(self, chat: ChatState, method: str, answer: JsonObject) -> None:
+    @staticmethod
+    def _claim_key(method: str, params: Params) -> str:
+        text = params.raw.get("text", params.raw.get("caption", ""))
+        return f"{method.lower()}\x00{text}"
+
+    def _answer_chat(
+        self, chat: ChatState, method: str, answer: JsonObject, key: str | None = None
+    ) -> None:
         pending = chat.pending
-        while pending:
-            exchange = pending.popleft()
-            if exchange.answered_at is None:
-                exchange._resolve(self.clock(), method, answer)
-                self.stats.replies += 1
-                if exchange.callback_query_id is not None:
-                    self._callbacks.pop(exchange.callback_query_id, None)
-                break
+        target: Exchange | None = None
+        quoted = answer.get("reply_to_message")
+        if isinstance(quoted, dict):
+            target = next(
+                (
+                    e
+                    for e in pending
+                    if e.answered_at is None and e.message_id == quoted.get("message_id")
+                ),
+                None,
+            )
+        if target is None and key is not None:
+            target = next((e for e in pending if e.answered_at is None and e.claim == key), None)
+        if target is None:
+            target = next((e for e in pending if e.answered_at is None and e.claim is None), None)
+        if target is not None:
+            target._resolve(self.clock(), method, answer)
+            self.stats.replies += 1
+            if target.callback_query_id is not None:
+                self._callbacks.pop(target.callback_query_id, None)
         while pending and pending[0].answered_at is not None:
             pending.popleft()
 
-    def _flood_check(self, chat: ChatState, method: str) -> None:
+    def _flood_check(self, chat: ChatState, method: str, params: Params) -> None:
         retry_after = self.flood.check(chat.id, chat.type, method)
         if retry_after is not None:
+            key = self._claim_key(method, params)
+            unanswered = [e for e in chat.pending if e.answered_at is None]
+            if not any(e.claim == key for e in unanswered):
+                victim = next((e for e in unanswered if e.claim is None), None)
+                if victim is not None:
+                    victim.claim = key
             raise ApiError(
                 429,
                 f"Too Many Requests: retry after {retry_after}",
@@ -602,12 +637,14 @@ class BotApi:
             chat.keyboard_message = message
         return message
 
-    def _sent(self, chat: ChatState, method: str, message: JsonObject) -> JsonObject:
+    def _sent(
+        self, chat: ChatState, method: str, message: JsonObject, params: Params
+    ) -> JsonObject:
         chat.store(message)
         chat.bot_messages.append(message)
         chat.sent_count += 1
         self.stats.messages_sent += 1
-        self._answer_chat(chat, method, message)
+        self._answer_chat(chat, method, message, self._claim_key(method, params))
         return message
 
     # -- dispatch -----------------------------------------------------------
@@ -631,9 +668,9 @@ class BotApi:
             return self._send_generic(method, params)
         if name.startswith("copymessage"):
             chat = self._chat(params)
-            self._flood_check(chat, method)
+            self._flood_check(chat, method, params)
             message = self._bot_message(chat, params, caption=params.get_str("caption"))
-            self._sent(chat, method, message)
+            self._sent(chat, method, message, params)
             return {"message_id": message["message_id"]}
         self.stats.generic_calls[method] += 1
         if self.stats.generic_calls[method] == 1:
@@ -673,18 +710,18 @@ class BotApi:
             raise _bad("message is too long")
         entities = params.get_json("entities", "entities")
         self._markup(params)
-        self._flood_check(chat, method)
+        self._flood_check(chat, method, params)
         message = self._bot_message(
             chat, params, text=text, entities=entities if isinstance(entities, list) else None
         )
-        return self._sent(chat, method, message)
+        return self._sent(chat, method, message, params)
 
     def _send_generic(self, method: str, params: Params) -> Any:
         chat = self._chat(params)
         self._markup(params)
-        self._flood_check(chat, method)
+        self._flood_check(chat, method, params)
         message = self._bot_message(chat, params, caption=params.get_str("caption"))
-        return self._sent(chat, method, message)
+        return self._sent(chat, method, message, params)
 
     def _find_bot_message(self, params: Params, missing: str) -> tuple[ChatState, JsonObject]:
         chat = self._chat(params)
@@ -708,7 +745,7 @@ class BotApi:
         new_text = message.get("text") if text is None else text
         if new_text == message.get("text") and inline == message.get("reply_markup"):
             raise ApiError(400, _NOT_MODIFIED)
-        self._flood_check(chat, method)
+        self._flood_check(chat, method, params)
         edited = dict(message)
         edited["edit_date"] = int(time.time())
         if new_text is not None:
@@ -722,7 +759,7 @@ class BotApi:
         else:
             edited["reply_markup"] = inline
             chat.keyboard_message = edited
-        return self._sent(chat, method, edited)
+        return self._sent(chat, method, edited, params)
 
     def _edit_text(self, method: str, params: Params) -> Any:
         text = params.get_str("text", required=True)
