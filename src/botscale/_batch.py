@@ -4,8 +4,11 @@ A bot puts one item (a row) per answer; a writer collects them and hands the
 sink a batch when ``max_batch`` items wait or the oldest has waited
 ``max_delay`` seconds, whichever comes first.  The two twins share the pure
 bookkeeping in :class:`_Core` (what is pending, what is due, what is in
-flight, the counters); they differ only in how they wait (a thread and a
-``threading.Condition``, or asyncio tasks) and how they call the sink.
+flight, the counters) and the write path (retries, splitting, dead letters).
+``BatchWriter`` is the threaded engine: a worker thread waits on a
+``threading.Condition``.  ``AsyncBatchWriter`` runs a sync sink in that same
+engine (so SQLite never blocks the event loop and a batch never waits for a
+loop round trip) and awaits an ``async`` sink on the loop with asyncio tasks.
 
 Guarantees (each one has a test):
 
@@ -106,7 +109,8 @@ class BatchStats:
                     + dropped + pending + in_flight
 
     Attributes:
-        items_in: items accepted by ``put``.
+        items_in: items given to ``put`` (those ``overflow="reject"`` refused
+            included; not those it raised for).
         written: items the sink accepted.
         batches: successful sink calls.
         retries: sink calls repeated after a failure.
@@ -587,6 +591,14 @@ def _call_on_drop(settings: _Settings[T], item: T) -> None:
         _log.exception("%s: on_drop raised for dropped item %r", settings.name, item)
 
 
+def _full_error(s: _Settings[Any], timeout: float | None) -> WriterFullError:
+    how = "is full" if not timeout else f"stayed full for {timeout!r} s"
+    return WriterFullError(
+        f"the batch writer for {s.name} {how} ({s.max_pending} items pending); "
+        f"the item was not queued"
+    )
+
+
 def _closed_error(name: str) -> WriterClosedError:
     return WriterClosedError(f"the batch writer for {name} is closed; put() is no longer accepted")
 
@@ -909,10 +921,7 @@ class BatchWriter(Generic[T]):
                 raise _closed_error(self._s.name)
             remaining = None if deadline is None else deadline - self._clock()
             if remaining is not None and remaining <= 0:
-                raise WriterFullError(
-                    f"the batch writer for {self._s.name} stayed full ({self._s.max_pending} "
-                    f"items pending) for {timeout!r} s; the item was not queued"
-                )
+                raise _full_error(self._s, timeout)
             self._cond.wait(remaining)
         if core.closed:
             raise _closed_error(self._s.name)
@@ -1371,10 +1380,7 @@ class AsyncBatchWriter(Generic[T]):
         while core.full():
             remaining = None if deadline is None else deadline - self._clock()
             if remaining is not None and remaining <= 0:
-                raise WriterFullError(
-                    f"the batch writer for {s.name} stayed full ({s.max_pending} items "
-                    f"pending) for {timeout!r} s; the item was not queued"
-                )
+                raise _full_error(s, timeout)
             await self._space.wait(remaining)
             if core.closed:
                 raise _closed_error(s.name)
@@ -1391,10 +1397,11 @@ class AsyncBatchWriter(Generic[T]):
         width = self._row_width
         if width and (type(item) is not tuple or len(item) != width):  # type: ignore[arg-type]
             item = self._check_row(item)
-        if self._engine is not None:
+        engine = self._engine
+        if engine is not None:
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
-            return self._engine._put_slow(item, 0) if not self._engine._try_put(item) else True
+            return engine._try_put(item) or engine._put_slow(item, 0)
         return self._put_nowait(item)
 
     async def _engine_put(self, engine: BatchWriter[T], item: T, timeout: float | None) -> bool:
@@ -1413,10 +1420,7 @@ class AsyncBatchWriter(Generic[T]):
                     pass  # full again already: wait for the next room
             remaining = None if deadline is None else deadline - self._clock()
             if remaining is not None and remaining <= 0:
-                raise WriterFullError(
-                    f"the batch writer for {s.name} stayed full ({s.max_pending} items "
-                    f"pending) for {timeout!r} s; the item was not queued"
-                )
+                raise _full_error(s, timeout)
             await self._space.wait(remaining)
 
     def _room_from_thread(self) -> None:
@@ -1437,9 +1441,7 @@ class AsyncBatchWriter(Generic[T]):
             self._start()
         if core.full():
             if s.overflow == "block":
-                raise WriterFullError(
-                    f"the batch writer for {s.name} is full ({s.max_pending} items pending)"
-                )
+                raise _full_error(s, 0)
             if s.overflow == "reject":
                 core.reject()
                 _call_on_drop(s, item)

@@ -60,3 +60,41 @@ def test_sigterm_mid_stream_flushes_every_row_put(mode: str, tmp_path: Path) -> 
     conn.close()
     assert rows == list(range(accepted)), "rows lost, doubled or reordered"
     assert accepted > 3_000
+
+
+FORGOTTEN = """
+import asyncio, sys
+from botscale import AsyncBatchWriter, BatchWriter
+from botscale.sinks import SQLiteSink
+
+db, mode = sys.argv[1], sys.argv[2]
+sink = SQLiteSink(db, "events", ["seq"])
+if mode == "sync":
+    writer = BatchWriter(sink, max_batch=1000, max_delay=60.0)
+    for i in range(2500):
+        writer.put((i,))
+else:
+    async def main():
+        global writer
+        writer = AsyncBatchWriter(sink, max_batch=1000, max_delay=60.0)
+        for i in range(2500):
+            await writer.put((i,))
+    asyncio.run(main())
+print("leaving without close()", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_writer_nobody_closed_is_drained_at_exit(mode: str, tmp_path: Path) -> None:
+    db = tmp_path / "forgotten.db"
+    out = subprocess.run(
+        [sys.executable, "-c", FORGOTTEN, str(db), mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    with sqlite3.connect(db) as conn:
+        rows = [seq for (seq,) in conn.execute("SELECT seq FROM events ORDER BY rowid")]
+    conn.close()
+    assert rows == list(range(2500))

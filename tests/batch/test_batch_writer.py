@@ -723,3 +723,26 @@ def test_install_for_an_async_writer_needs_a_running_loop() -> None:
     w: AsyncBatchWriter[int] = AsyncBatchWriter(print)
     with pytest.raises(RuntimeError, match="running event loop"):
         install_signal_handlers(w)
+
+
+# -- put_nowait -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sink_kind", ["sync", "async"])
+async def test_put_nowait_never_waits(sink_kind: str) -> None:
+    sink: Any = ScriptedSink() if sink_kind == "sync" else AsyncScriptedSink()
+    dropped: list[int] = []
+    w: AsyncBatchWriter[int] = AsyncBatchWriter(sink, max_batch=2, max_delay=60.0, max_pending=2)
+    assert w.put_nowait(1) is True
+    assert w.put_nowait(2) is True
+    if w.stats().pending == 2:  # the async sink's task has not taken them yet
+        with pytest.raises(WriterFullError, match="is full"):
+            w.put_nowait(3)
+    await w.aclose()
+    assert sink.items == [1, 2]
+    shedding: AsyncBatchWriter[int] = AsyncBatchWriter(
+        ScriptedSink(), max_batch=1, max_pending=1, overflow="reject", on_drop=dropped.append
+    )
+    results = [shedding.put_nowait(i) for i in range(50)]
+    assert results.count(False) == len(dropped) == shedding.stats().dropped
+    await shedding.aclose()
