@@ -97,6 +97,25 @@ class SpamCheck:
 
 
 @dataclass
+class StatsCheck:
+    """Users who play one whole quiz and ask ``/stats`` before and after their answers are written.
+
+    ``/stats`` is cached for minutes; the first answer is asked about before
+    its batch is written, so only the invalidation on write makes the later
+    ``/stats`` right.
+    """
+
+    users: int = 0
+    right: int = 0
+    replies: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Every player's final ``/stats`` (asked twice) matched their answers."""
+        return self.users > 0 and self.right == self.users
+
+
+@dataclass
 class BroadcastCheck:
     """Did ``/broadcast`` reach everybody, how fast, with how many 429s."""
 
@@ -147,6 +166,7 @@ class DemoResult:
     report: LoadReport
     load: LoadResult
     spam: SpamCheck
+    stats: StatsCheck
     broadcast: BroadcastCheck
     database: DatabaseCheck
     health_status: int
@@ -165,6 +185,7 @@ class DemoResult:
         """Every check passed."""
         return (
             self.spam.ok
+            and self.stats.ok
             and self.broadcast.ok
             and self.database.ok
             and self.rate_limited_total == 0
@@ -176,7 +197,9 @@ class _Toasts:
     """Collects the bot's ``answerCallbackQuery`` texts by query id from the call log.
 
     The simulator keeps the last 10 000 calls; reading them twice a second
-    keeps every toast of a run.
+    keeps every toast of a run.  What the bot decided counts, even when the
+    simulator refused the answer (it forgets a query once another message
+    reached the chat, which Telegram does not).
     """
 
     def __init__(self, sim: TelegramSimulator) -> None:
@@ -193,7 +216,7 @@ class _Toasts:
                     start = index + 1
                     break
         for call in calls[start:]:
-            if call.method.lower() == "answercallbackquery" and call.status == 200:
+            if call.method.lower() == "answercallbackquery":
                 query = str(call.params.get("callback_query_id", ""))
                 self.by_query.setdefault(query, str(call.params.get("text", "")))
         if calls:
@@ -235,6 +258,38 @@ async def _spam(user: VirtualUser, presses: int) -> list[Exchange]:
     exchanges = [user.press(0) for _ in range(presses)]
     await asyncio.gather(*(_settle(e, 10.0) for e in exchanges))
     return exchanges
+
+
+async def _play_quiz(
+    user: VirtualUser, toasts: _Toasts, batch_wait: float, presses: list[Exchange]
+) -> tuple[bool, str]:
+    """``/start``, answer every question, ``/stats`` before and after the answers are written."""
+    await user.ask("/start", timeout=20.0)
+    verdicts: list[str] = []
+    while True:
+        buttons = [b for b in user.buttons() if str(b["callback_data"]).startswith("a:")]
+        if not buttons:
+            break
+        before = str(buttons[0]["callback_data"])
+        exchange = user.press(str(buttons[0]["text"]))
+        presses.append(exchange)
+        await _settle(exchange, 20.0)
+        await asyncio.sleep(0.3)
+        toasts.poll()
+        verdicts.append(toasts.by_query.get(exchange.callback_query_id or "", ""))
+        if len(verdicts) == 1:
+            await user.ask("/stats", timeout=20.0)  # cached now, before the answer is written
+        for _ in range(200):  # the next question (or the end) replaces this one
+            now = [b for b in user.buttons() if str(b["callback_data"]).startswith("a:")]
+            if not now or str(now[0]["callback_data"]) != before:
+                break
+            await asyncio.sleep(0.1)
+    await asyncio.sleep(batch_wait)
+    first = str((await user.ask("/stats", timeout=20.0)).get("text", ""))
+    again = str((await user.ask("/stats", timeout=20.0)).get("text", ""))
+    correct = sum(1 for v in verdicts if v == CORRECT)
+    wanted = f"{correct}/{len(verdicts)} correct"
+    return wanted in first and first == again and len(verdicts) > 0, first
 
 
 async def _settle(exchange: Exchange, timeout: float) -> None:
@@ -360,6 +415,7 @@ async def run_demo(
     spam_presses: int = 45,
     spam_rounds: int = 1,
     spam_interval: float = 60.0,
+    stats_users: int = 5,
     explain_latency: float = 1.0,
     p95_target: float = 1.0,
     bot_env: dict[str, str] | None = None,
@@ -380,6 +436,7 @@ async def run_demo(
         spam_rounds: rounds of presses, ``spam_interval`` seconds apart.
         spam_interval: seconds between rounds: the rate limit's window
             (60 s for the default ``30/minute``).
+        stats_users: players who check ``/stats`` against their answers.
         explain_latency: seconds the fake AI takes (``EXPLAIN_LATENCY``).
         p95_target: the latency target of the capacity report.
         bot_env: more environment for the bot (e.g. ``BOTSCALE_USER_RATE``).
@@ -454,12 +511,26 @@ async def run_demo(
                     await asyncio.sleep(spam_interval)
                 spam.rounds.append(await _spam(speedy, spam_presses))
 
+        stats = StatsCheck(users=stats_users)
+        player_users = [sim.user(f"Player {i + 1}") for i in range(stats_users)]
+        player_presses: list[Exchange] = []
+        batch_wait = float(env.get("BOTSCALE_BATCH_DELAY", "2")) + 1.0
+
+        async def players() -> None:
+            outcomes = await asyncio.gather(
+                *(_play_quiz(u, toasts, batch_wait, player_presses) for u in player_users)
+            )
+            stats.right = sum(1 for ok, _ in outcomes if ok)
+            stats.replies = [text for _, text in outcomes]
+
         spammer = asyncio.create_task(impatient())
+        checkers = asyncio.create_task(players())
         profile = LoadProfile(
             users=users, duration=duration, ramp_steps=ramp_steps, reply_timeout=10.0, seed=seed
         )
         result = await run_load(sim, profile, Scenario.quiz(think), on_progress=progress)
         await spammer
+        await checkers
         report = build_report(
             result,
             p95_target=p95_target,
@@ -471,6 +542,7 @@ async def run_demo(
 
         await _quiet(sim)
         recipients = {e.user_id for e in result.exchanges} | {admin.id, speedy.id}
+        recipients |= {u.id for u in player_users}
         say(f"the admin sends /broadcast to every user ({len(recipients)} users)")
         broadcast = await _broadcast(sim, admin, recipients)
 
@@ -483,7 +555,9 @@ async def run_demo(
         toasts.poll()
         spam.count(toasts.by_query)
         spam_exchanges = [e for exchanges in spam.rounds for e in exchanges]
-        database = _check_database(db_path, [*result.exchanges, *spam_exchanges], toasts.by_query)
+        database = _check_database(
+            db_path, [*result.exchanges, *spam_exchanges, *player_presses], toasts.by_query
+        )
         plot_error = None
         if plot is not None:
             try:
@@ -494,6 +568,7 @@ async def run_demo(
             report=report,
             load=result,
             spam=spam,
+            stats=stats,
             broadcast=broadcast,
             database=database,
             health_status=health_status,
@@ -532,6 +607,9 @@ def format_result(result: DemoResult) -> str:
         f"Rate limit: Speedy pressed a button {spam.presses} times at once, "
         f"{len(spam.rounds)} time(s): {spam.answered} presses answered, slow-down notices "
         f"{spam.notices} (one per window)  [{mark(spam.ok)}]",
+        f"/stats: {result.stats.right}/{result.stats.users} players who finished a quiz saw "
+        f"exactly their answers (asked before and after the write; cached for 5 min)  "
+        f"[{mark(result.stats.ok)}]",
         f"Database: {db.stored} answers stored, {db.accepted} accepted by the bot "
         f"({db.missing} missing, {db.extra} extra, {db.duplicates} duplicates, "
         f"{db.wrong_verdicts} wrong verdicts)  [{mark(db.ok)}]",
