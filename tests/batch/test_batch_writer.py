@@ -746,3 +746,26 @@ async def test_put_nowait_never_waits(sink_kind: str) -> None:
     results = [shedding.put_nowait(i) for i in range(50)]
     assert results.count(False) == len(dropped) == shedding.stats().dropped
     await shedding.aclose()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_unordered_sync_sink_is_written_by_several_threads_at_once(kind: str) -> None:
+    meeting = threading.Barrier(2, timeout=10.0)  # passes only if two batches meet in the sink
+    rows: list[int] = []
+    lock = threading.Lock()
+
+    def sink(batch: list[int]) -> None:
+        if batch[0] < 4:
+            meeting.wait()
+        with lock:
+            rows.extend(batch)
+
+    w = Twin(kind, sink, None, max_batch=2, ordered=False, concurrency=2)  # type: ignore[arg-type]
+    try:
+        for i in range(10):
+            w.put(i)
+        w.flush()
+        assert sorted(rows) == list(range(10))
+        assert w.stats().written == 10
+    finally:
+        w.shutdown()
