@@ -93,6 +93,7 @@ from ._telegram import (
     classify_api_answer,
 )
 from ._updates import (
+    RunnerHold,
     RunnerStats,
     ThreadedUpdateRunner,
     UpdateRunner,
@@ -161,6 +162,7 @@ __all__ = [
     "RateLimiterStats",
     "RetryPolicy",
     "RetryStats",
+    "RunnerHold",
     "RunnerStats",
     "Session",
     "SettingInfo",
