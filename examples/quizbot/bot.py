@@ -21,8 +21,6 @@ What botscale does here (each one is configured in :class:`QuizBot`):
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
 from typing import Any, Final
@@ -40,21 +38,12 @@ from aiogram.types import (
     Message,
 )
 
-from botscale import (
-    AsyncFloodControl,
-    IncomingGuard,
-    MemoryStateStore,
-    MonitorServer,
-    PerformanceMonitor,
-    StateStore,
-    UpdateInfo,
-    UserState,
-)
+from botscale import AsyncFloodControl, PerformanceMonitor, UpdateInfo, UserState
 from botscale.adapters.aiogram import install
 
 from .config import QuizConfig
-from .flow import SLOW_DOWN, Press, QuizFlow, Reply
-from .storage import Storage, open_database
+from .flow import Press, QuizFlow, Reply
+from .runtime import Runtime, flood_budget, incoming_guard, new_monitor
 
 __all__ = ["QuizBot", "build", "markup", "target"]
 
@@ -74,23 +63,21 @@ def markup(reply: Reply) -> InlineKeyboardMarkup | None:
 
 
 class QuizBot:
-    """The aiogram quiz bot: ``(bot.dp, bot.bot)`` is what aiogram runs.
+    """The aiogram quiz bot: ``quiz.pair`` (``Dispatcher``, ``Bot``) is what aiogram runs.
 
     Resources that need the event loop (the database, the writers, the
-    monitor's HTTP server) open on the dispatcher's startup and close on its
-    shutdown, so the bot runs the same under ``dp.start_polling``, a webhook
-    and ``botscale loadtest``.
+    monitor's HTTP server: a :class:`~.runtime.Runtime`) open on the
+    dispatcher's startup and close on its shutdown, so the bot runs the same
+    under ``dp.start_polling``, a webhook and ``botscale loadtest``.
 
     Args:
         config: the configuration (its ``token`` is required).
-        monitor: the monitor (default: a new one with ``BOTSCALE_SLOW_THRESHOLD``).
+        monitor: the monitor (default: :func:`~.runtime.new_monitor`).
     """
 
     def __init__(self, config: QuizConfig, *, monitor: PerformanceMonitor | None = None) -> None:
-        settings = config.settings
         self.config = config
-        self.monitor = monitor or PerformanceMonitor(slow_threshold=settings.slow_threshold)
-        state, backend, budget = self._shared_parts()
+        self.monitor = monitor or new_monitor(config)
         session = (
             AiohttpSession(api=TelegramAPIServer.from_base(config.api_url))
             if config.api_url
@@ -101,122 +88,40 @@ class QuizBot:
         self.kit = install(
             self.dp,
             self.bot,
-            guard=IncomingGuard(
-                settings.user_rate,
-                burst=settings.user_capacity,
-                notice=SLOW_DOWN,
-                exempt=config.admin_ids,
-                monitor=self.monitor,
-                state=state,
-                backend=backend,
-            ),
-            flood=AsyncFloodControl(budget=budget),
+            guard=incoming_guard(config, self.monitor),
+            flood=AsyncFloodControl(budget=flood_budget(config)),
         )
         self.dp.include_router(self._router())
         self.dp.errors.register(self._on_error)
         self.dp.startup.register(self._on_startup)
         self.dp.shutdown.register(self._on_shutdown)
-        self._flow: QuizFlow | None = None
-        self.storage: Storage | None = None
-        self.server: MonitorServer | None = None
-        self._probe: asyncio.Task[None] | None = None
-
-    def _shared_parts(self) -> tuple[StateStore, Any, Any]:
-        """Quiz state, rate-limit backend and flood budget: in memory, or in Redis."""
-        settings = self.config.settings
-        if settings.redis_url is None:
-            return MemoryStateStore(settings.state_maxsize, settings.state_ttl), None, None
-        from botscale.backends.redis import (
-            AsyncRedisFloodBudget,
-            RedisBackend,
-            RedisStateStore,
-            connect,
-            connect_async,
-        )
-
-        client = connect(settings.redis_url)
-        return (
-            RedisStateStore(client, prefix="quizbot", ttl=settings.state_ttl),
-            RedisBackend(client, prefix="quizbot"),
-            AsyncRedisFloodBudget(connect_async(settings.redis_url), prefix="quizbot"),
-        )
+        self.runtime: Runtime | None = None
 
     @property
     def flow(self) -> QuizFlow:
         """The conversation logic (available once the dispatcher started)."""
-        if self._flow is None:
+        if self.runtime is None:
             raise RuntimeError("the quiz bot has not started: run it through its Dispatcher")
-        return self._flow
+        return self.runtime.flow
 
     @property
     def pair(self) -> tuple[Dispatcher, Bot]:
         """``(Dispatcher, Bot)``: what ``dp.start_polling`` and ``botscale loadtest`` run."""
         return self.dp, self.bot
 
-    # ------------------------------------------------------------------ lifecycle
-
     async def _on_startup(self) -> None:
-        config = self.config
-        storage = Storage(await open_database(config), config, self.monitor)
-        self.storage = storage
-        self._flow = QuizFlow(config, storage, self.monitor)
-        self.monitor.add_check("database", storage.health)
-        settings = config.settings
-        self.server = self.monitor.serve(settings.monitor_host, settings.monitor_port or 0)
-        await self.server.__aenter__()
-        self._probe = asyncio.create_task(self.monitor.run_lag_probe())
-        log.info(
-            "quiz bot started: %s, state in %s, monitor on %s (/health /stats /metrics)",
-            config.database,
-            "Redis" if settings.redis_url else "memory",
-            self.server.url,
-        )
+        self.runtime = await Runtime.start(self.config, self.monitor)
 
     async def _on_shutdown(self) -> None:
-        if self._flow is not None:
-            await self._flow.close()
-        if self.storage is not None:
-            await self.storage.close()
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
-        if self.server is not None:
-            await self.server.__aexit__(None, None, None)
-        log.info("quiz bot stopped\n%s", self.summary())
+        if self.runtime is not None:
+            await self.runtime.stop()
+            log.info("quiz bot stopped\n%s", self.summary())
 
     def summary(self) -> str:
-        """What botscale did in this process: the monitor's summary plus every counter."""
-        lines = [self.monitor.stats().format()]
-        guard = self.kit.guard.stats()
-        lines.append(
-            f"incoming: {guard.passed} updates handled, {guard.limited} rate-limited "
-            f"({guard.notices} slow-down notices), {guard.duplicates} duplicates dropped"
-        )
-        if self.kit.flood is not None:
-            flood = self.kit.flood.stats()
-            waited = f" (mean {flood.wait_time / flood.delayed:.2f} s)" if flood.delayed else ""
-            lines.append(
-                f"outgoing: {flood.sent} Bot API calls, {flood.delayed} waited for their turn"
-                f"{waited}, {flood.flood_429} answers 429, {flood.retries} retries, "
-                f"{flood.forbidden} answers 403"
-            )
-        if self._flow is not None:
-            ai = self._flow.explainer.stats()
-            lines.append(
-                f"explain AI: {ai.acquired} calls, at most {ai.peak_in_flight} at once "
-                f"(limit {ai.limit}), {ai.timeouts} timed out"
-            )
-        if self.storage is not None:
-            for name, w in self.storage.writer_stats().items():
-                lines.append(
-                    f"{name} writer: {w.items_in} rows in, {w.written} written in {w.batches} "
-                    f"batches, {w.retries} retries, {w.dead_lettered} dead-lettered, "
-                    f"{w.pending + w.in_flight} waiting"
-                )
-            info = self.storage.user_stats.cache_info()
-            lines.append(f"/stats cache: {info.hits} hits, {info.misses} misses")
-        return "\n".join(lines)
+        """What botscale did in this process (logged at shutdown)."""
+        if self.runtime is None:
+            return self.monitor.stats().format()
+        return self.runtime.summary(self.kit.guard, self.kit.flood)
 
     async def _on_error(self, event: ErrorEvent) -> None:
         log.error("update %s failed", event.update.update_id, exc_info=event.exception)

@@ -54,6 +54,7 @@ VARIABLES: Final = (
         "unset",
         "Redis for quiz state, rate limits and the outgoing budget (several processes).",
     ),
+    Variable("REDIS_PREFIX", "quizbot", "Namespace of the bot's keys in Redis."),
     Variable("ADMIN_IDS", "none", "Telegram user ids allowed to /broadcast, comma-separated."),
     Variable("EXPLAIN_LATENCY", "1.5", "Seconds the fake 'explain' AI call takes (the slow API)."),
     Variable("QUIZ_LENGTH", "5", "Questions per quiz (1..18)."),
@@ -113,6 +114,7 @@ class QuizConfig:
         write_retry_timeout: seconds a failing batch of answers keeps retrying.
         max_pending_answers: answers buffered before ``put`` refuses more.
         sqlite_busy_timeout: SQLite's lock wait in seconds.
+        redis_prefix: namespace of the bot's Redis keys.
     """
 
     settings: Settings = field(default_factory=Settings)
@@ -125,6 +127,7 @@ class QuizConfig:
     write_retry_timeout: float = 600.0
     max_pending_answers: int = 10_000
     sqlite_busy_timeout: float = 5.0
+    redis_prefix: str = "quizbot"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> QuizConfig:
@@ -192,6 +195,14 @@ class QuizConfig:
             ),
             sqlite_busy_timeout=_parse(
                 env, "SQLITE_BUSY_TIMEOUT", 5.0, float, finite(0.0), "seconds >= 0"
+            ),
+            redis_prefix=_parse(
+                env,
+                "REDIS_PREFIX",
+                "quizbot",
+                str,
+                lambda p: re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", p) is not None,
+                "1-64 characters of A-Z a-z 0-9 _ . -",
             ),
         )
 
