@@ -16,7 +16,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# Pages whose examples a dedicated test runs with the set-up they need (a Redis
+# server, the repository as working directory) and checks their printed output.
+COVERED_BY = {
+    "concurrency.md": "tests/test_concurrency.py",
+    "monitoring.md": "tests/test_monitor.py",
+    "redis.md": "tests/redis_backends/test_redis_docs.py",
+    "retry.md": "tests/test_retry.py",
+    "settings.md": "tests/test_settings.py",
+    "simulator.md": "tests/test_simulator_docs.py",
+    "state.md": "tests/test_state_docs.py",
+    "caching.md": "tests/test_state_docs.py",
+    "dedup.md": "tests/test_state_docs.py",
+}
+PAGES = [
+    ROOT / "README.md",
+    *(p for p in sorted((ROOT / "docs").glob("*.md")) if p.name not in COVERED_BY),
+]
 BLOCK = re.compile(r"(?:<!--\s*not run:(?P<why>[^>]*)-->\s*\n)?```python\n(?P<code>.*?)```", re.S)
 
 
@@ -42,6 +58,12 @@ def test_python_blocks_run(
 @pytest.mark.parametrize("page", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
 def test_no_page_is_a_placeholder(page: Path) -> None:
     assert "Not written yet" not in page.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("page", "test_file"), sorted(COVERED_BY.items()))
+def test_covered_pages_are_run_by_their_test(page: str, test_file: str) -> None:
+    assert (ROOT / "docs" / page).is_file()
+    assert page in (ROOT / test_file).read_text(encoding="utf-8")
 
 
 def test_readme_shows_the_ci_test_command() -> None:
