@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import sys
 from typing import Any
 
@@ -23,15 +22,7 @@ from botscale import ConfigurationError
 
 from .bot import QuizBot
 from .config import VARIABLES, QuizConfig
-
-
-def setup_logging(level: str) -> None:
-    """The bot's and botscale's loggers at ``level``; aiogram's per-update lines off."""
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for name in ("quizbot", "botscale", "aiogram.dispatcher"):
-        logging.getLogger(name).setLevel(level)
+from .runtime import setup_logging
 
 
 async def run(config: QuizConfig) -> None:

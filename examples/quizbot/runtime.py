@@ -33,9 +33,22 @@ from .config import QuizConfig
 from .flow import SLOW_DOWN, QuizFlow
 from .storage import Storage, open_database
 
-__all__ = ["Runtime", "flood_budget", "incoming_guard", "new_monitor"]
+__all__ = ["Runtime", "flood_budget", "incoming_guard", "new_monitor", "setup_logging"]
 
 log: Final = logging.getLogger("quizbot")
+
+
+def setup_logging(level: str) -> None:
+    """The bot's and botscale's loggers at ``level`` (``BOTSCALE_LOG_LEVEL``), the rest at WARNING.
+
+    aiogram's one INFO line per update is left out: under load it costs more
+    than the update.
+    """
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for name in ("quizbot", "botscale", "aiogram.dispatcher", "telegram.ext.Application"):
+        logging.getLogger(name).setLevel(level)
 
 
 def new_monitor(config: QuizConfig) -> PerformanceMonitor:

@@ -1,0 +1,1 @@
+"""Runnable examples: the quiz bot (``examples.quizbot``), echo bots, the core demo."""
