@@ -286,21 +286,21 @@ def _presign(bot: Any, kind: str, signed: dict[str, int]) -> None:
 class GuardMiddleware(handler_backends.BaseMiddleware):
     """The incoming guard as a class-based middleware of the threaded ``TeleBot``.
 
-    ``update_sensitive``: telebot calls ``pre_process_<kind>`` /
-    ``post_process_<kind>``, so the update's exact kind (``channel_post``,
-    ``edited_message``...) reaches the guard and the monitor.
+    telebot hands it the inner object; the update's kind (``channel_post``,
+    ``edited_message``...) is read back from it (:func:`kind_of`).
     """
 
     def __init__(self, bot: telebot.TeleBot, guard: IncomingGuard) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.update_sensitive = True
+        self.update_sensitive = False
         self.update_types = UPDATE_TYPES
         self.bot = bot
         self.guard = guard
         self._signed: dict[str, int] = {}
 
-    def pre(self, kind: str, message: Any, data: dict[str, Any]) -> Any:
+    def pre_process(self, message: Any, data: dict[str, Any]) -> Any:
         """Limit, notice, state, timing start."""
+        kind = kind_of(message)
         _presign(self.bot, kind, self._signed)
         info = update_info(message, kind)
         guard = self.guard
@@ -315,7 +315,7 @@ class GuardMiddleware(handler_backends.BaseMiddleware):
         data[_STATE] = _Current(info, token, time.perf_counter())
         return None
 
-    def post(self, kind: str, message: Any, data: dict[str, Any], exception: Any) -> None:
+    def post_process(self, message: Any, data: dict[str, Any], exception: Any) -> None:
         """Timing end."""
         current: _Current | None = data.get(_STATE)
         if current is None:
@@ -335,15 +335,16 @@ class AsyncGuardMiddleware(asyncio_handler_backends.BaseMiddleware):
         self, bot: AsyncTeleBot, guard: IncomingGuard, runner: UpdateRunner | None = None
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.update_sensitive = True
+        self.update_sensitive = False
         self.update_types = UPDATE_TYPES
         self.bot = bot
         self.guard = guard
         self._signed: dict[str, int] = {}
         self.runner = runner
 
-    async def pre(self, kind: str, message: Any, data: dict[str, Any]) -> Any:
+    async def pre_process(self, message: Any, data: dict[str, Any]) -> Any:
         """Limit, notice, state, turn, timing start."""
+        kind = kind_of(message)
         _presign(self.bot, kind, self._signed)
         info = update_info(message, kind)
         guard = self.guard
@@ -359,7 +360,7 @@ class AsyncGuardMiddleware(asyncio_handler_backends.BaseMiddleware):
         data[_STATE] = _Current(info, token, time.perf_counter(), hold)
         return None
 
-    async def post(self, kind: str, message: Any, data: dict[str, Any], exception: Any) -> None:
+    async def post_process(self, message: Any, data: dict[str, Any], exception: Any) -> None:
         """Turn release, timing end."""
         current: _Current | None = data.get(_STATE)
         if current is None:
@@ -370,24 +371,37 @@ class AsyncGuardMiddleware(asyncio_handler_backends.BaseMiddleware):
         _record(self.guard, current, exception)
 
 
-def _add_kind_methods(cls: type[Any]) -> None:
-    """Define ``pre_process_<kind>`` / ``post_process_<kind>`` for every update kind."""
-    for kind in UPDATE_TYPES:
-
-        def pre_process(self: Any, message: Any, data: dict[str, Any], _kind: str = kind) -> Any:
-            return self.pre(_kind, message, data)
-
-        def post_process(
-            self: Any, message: Any, data: dict[str, Any], exception: Any, _kind: str = kind
-        ) -> Any:
-            return self.post(_kind, message, data, exception)
-
-        setattr(cls, f"pre_process_{kind}", pre_process)
-        setattr(cls, f"post_process_{kind}", post_process)
+def kind_of(obj: Any) -> str:
+    """The update kind (Bot API field name) of the object telebot hands a middleware."""
+    name = type(obj).__name__
+    if name != "Message":
+        return _KIND_BY_TYPE.get(name, "unknown")
+    edited = obj.edit_date is not None
+    if getattr(obj, "business_connection_id", None) is not None:
+        return "edited_business_message" if edited else "business_message"
+    if obj.chat.type == "channel":
+        return "edited_channel_post" if edited else "channel_post"
+    return "edited_message" if edited else "message"
 
 
-_add_kind_methods(GuardMiddleware)
-_add_kind_methods(AsyncGuardMiddleware)
+_KIND_BY_TYPE: Final[dict[str, str]] = {
+    "CallbackQuery": "callback_query",
+    "InlineQuery": "inline_query",
+    "ChosenInlineResult": "chosen_inline_result",
+    "ShippingQuery": "shipping_query",
+    "PreCheckoutQuery": "pre_checkout_query",
+    "Poll": "poll",
+    "PollAnswer": "poll_answer",
+    "ChatMemberUpdated": "chat_member",
+    "ChatJoinRequest": "chat_join_request",
+    "MessageReactionUpdated": "message_reaction",
+    "MessageReactionCountUpdated": "message_reaction_count",
+    "ChatBoostUpdated": "chat_boost",
+    "ChatBoostRemoved": "removed_chat_boost",
+    "BusinessConnection": "business_connection",
+    "BusinessMessagesDeleted": "deleted_business_messages",
+    "PaidMediaPurchased": "purchased_paid_media",
+}
 
 
 def _record(guard: IncomingGuard, current: _Current, exception: Any) -> None:
