@@ -167,7 +167,7 @@ async def test_a_429_for_one_chat_delays_only_that_chat(framework: str) -> None:
     async with running(framework, Setup(limits=BOT_LIMITS)) as (sim, harness):
         chats = [sim.user().chat_id for _ in range(30)]
         victim = chats[7]
-        inject_429(sim, victim, retry_after=2)
+        inject_429(sim, victim, retry_after=1)
         started = time.monotonic()
         errors = await harness.broadcast(chats, "news")
         elapsed = time.monotonic() - started
@@ -176,10 +176,10 @@ async def test_a_429_for_one_chat_delays_only_that_chat(framework: str) -> None:
     refused = [c for c in calls if c.status == 429]
     assert [chat_of(c) for c in refused] == [victim]
     delivered = {chat_of(c): c.at for c in calls if c.status == 200}
-    assert delivered[victim] - refused[0].at >= 2.0  # the victim waited its retry_after
+    assert delivered[victim] - refused[0].at >= 1.0  # the victim waited its retry_after
     others = [t for chat, t in delivered.items() if chat != victim]
-    assert max(others) - min(others) < 1.0  # nobody else waited for it
-    assert elapsed >= 2.0
+    assert max(others) - min(others) < 0.8  # nobody else waited for it
+    assert elapsed >= 1.0
     assert harness.flood is not None
     s = harness.flood.stats()
     assert s.flood_429 == 1
