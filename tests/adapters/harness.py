@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,6 +164,8 @@ class Harness:
 
     async def _respond(self, chat_id: int, text: str, send: Any) -> None:
         self.handled.append(text)
+        if text.startswith("slow"):  # "slow <n>": takes (n % 3) * 20 ms
+            await asyncio.sleep(0.02 * (int(text.split()[1]) % 3))
         if text.startswith("/burst"):
             for i in range(int(text.split()[1])):
                 await send(chat_id, f"burst {i}")
@@ -171,6 +174,8 @@ class Harness:
 
     def _respond_sync(self, chat_id: int, text: str, send: Any) -> None:
         self.handled.append(text)
+        if text.startswith("slow"):
+            time.sleep(0.02 * (int(text.split()[1]) % 3))
         if text.startswith("/burst"):
             for i in range(int(text.split()[1])):
                 send(chat_id, f"burst {i}")

@@ -120,6 +120,21 @@ async def test_a_burst_from_one_user_reaches_the_handler_only_as_often_as_allowe
     assert sim.stats.rate_limited == 0
 
 
+async def test_updates_run_concurrently_with_each_chats_order_kept(framework: str) -> None:
+    async with running(framework, Setup(limits=BOT_LIMITS)) as (sim, harness):
+        users = [sim.user() for _ in range(4)]
+        for n in range(6):
+            for user in users:
+                user.send(f"slow {n}")
+        await until(lambda: all(sim.sent_count(u.chat_id) >= 6 for u in users))
+        replies = {u.chat_id: [m["text"] for m in sim.sent_messages(u.chat_id)] for u in users}
+        stats = sim.stats
+    expected = [f"echo: slow {n}" for n in range(6)]
+    assert all(texts == expected for texts in replies.values()), replies
+    assert len(harness.handled) == 24
+    assert stats.rate_limited == 0
+
+
 # --------------------------------------------------------------------------- outgoing
 
 
