@@ -201,8 +201,8 @@ class QuizConfig:
                 "REDIS_PREFIX",
                 "quizbot",
                 str,
-                lambda p: re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", p) is not None,
-                "1-64 characters of A-Z a-z 0-9 _ . -",
+                lambda p: re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", p) is not None,
+                "1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit",
             ),
         )
 

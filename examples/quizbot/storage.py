@@ -421,10 +421,15 @@ class Storage:
         self.user_stats = cached(ttl=settings.cache_ttl, maxsize=settings.cache_maxsize)(
             read_retry(monitor.timed("db.user_stats")(db.user_stats))
         )
-        self.top = cached(ttl=settings.cache_ttl, maxsize=64)(
-            read_retry(monitor.timed("db.top")(db.top))
-        )
+        self._top = read_retry(monitor.timed("db.top")(db.top))
+        self.top = cached(ttl=settings.cache_ttl, maxsize=64)(self._fresh_top)
         self._known_users = read_retry(db.known_users)
+
+    async def _fresh_top(self, limit: int) -> list[Leader]:
+        # The leaderboard is cached for minutes: write the waiting names first.
+        with contextlib.suppress(TimeoutError):
+            await self.starts.flush(timeout=1.0)
+        return await self._top(limit)
 
     def _written(self, rows: list[AnswerRow]) -> None:
         for user_id in {row[1] for row in rows}:
