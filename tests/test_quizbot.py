@@ -453,3 +453,86 @@ async def test_with_redis_the_quiz_state_lives_in_redis(tmp_path: Path, redis_ur
         if keys:
             client.delete(*keys)
         client.close()
+
+
+class _Proxy:
+    """A TCP proxy to PostgreSQL that can be cut (the server "goes down") and restored."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        for writer in list(self._links):
+            writer.close()
+        self._links.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._links |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_postgres_going_down_makes_answers_wait_and_loses_none(postgres_dsn: str) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    import asyncpg
+
+    parts = urlsplit(postgres_dsn)
+    proxy = _Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    netloc = f"{parts.username or 'postgres'}@127.0.0.1:{proxy.port}"
+    via_proxy = urlunsplit(parts._replace(netloc=netloc))
+    prefix = f"quiztest_{uuid.uuid4().hex[:8]}_"
+    config = QuizConfig.from_env({"BOTSCALE_BATCH_DELAY": "0.05", "DATABASE_URL": via_proxy})
+    db = await PostgresDatabase.connect(via_proxy, prefix=prefix)
+    storage = Storage(db, config, PerformanceMonitor())
+    try:
+        rows = [(200 + i, 7, "pg", i, 0, i % 2 == 0, float(i)) for i in range(6)]
+        for row in rows[:2]:
+            await storage.record_answer(row)
+        await storage.answers.flush(timeout=10)
+        assert await storage.health()
+
+        await proxy.cut()  # PostgreSQL is gone
+        for row in rows[2:]:
+            await storage.record_answer(row)  # accepted at once: the writer holds them
+        await until(lambda: storage.writer_stats()["answers"].retries > 0)
+        with pytest.raises(ConnectionError, match=r"answers writes failing.*4 rows waiting"):
+            await storage.health()
+
+        await proxy.start()  # back on the same port
+        await storage.answers.flush(timeout=30)
+        assert await storage.health()
+        stats = storage.writer_stats()["answers"]
+        assert (stats.written, stats.dead_lettered, stats.pending) == (6, 0, 0)
+        assert await storage.user_stats(7) == UserStats(answered=6, correct=3, quizzes=1)
+    finally:
+        await storage.close()
+        await proxy.cut()
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            stored = await conn.fetch(f'SELECT update_id FROM "{prefix}answers" ORDER BY 1')
+            await conn.execute(f'DROP TABLE IF EXISTS "{prefix}answers", "{prefix}starts"')
+        finally:
+            await conn.close()
+    assert [r[0] for r in stored] == [row[0] for row in rows]
