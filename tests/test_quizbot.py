@@ -536,3 +536,11 @@ async def test_postgres_going_down_makes_answers_wait_and_loses_none(postgres_ds
         finally:
             await conn.close()
     assert [r[0] for r in stored] == [row[0] for row in rows]
+
+
+def test_the_example_readme_documents_every_variable() -> None:
+    from examples.quizbot.config import VARIABLES
+
+    readme = (ROOT / "examples" / "quizbot" / "README.md").read_text(encoding="utf-8")
+    missing = [v.name for v in VARIABLES if f"`{v.name}`" not in readme]
+    assert not missing, missing
