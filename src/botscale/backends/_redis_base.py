@@ -11,20 +11,35 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeAlias, TypeVar
+
+from typing_extensions import ParamSpec
 
 from .._compat import require
 from .._errors import BackendError, ConfigurationError
 from .._validation import check_positive
+from ._breaker import CircuitBreaker, Guard, check_policy
 
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
 
+    SyncRedis: TypeAlias = redis.Redis
+    AsyncRedis: TypeAlias = redis.asyncio.Redis
+else:  # redis-py is imported lazily: at run time a twin's client type is only a label
+    SyncRedis = AsyncRedis = object
+
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "FAILED",
+    "AsyncRedis",
+    "ClientT",
+    "Connect",
     "LuaScript",
+    "RedisComponent",
+    "SyncRedis",
     "check_prefix",
     "connect",
     "connect_async",
@@ -229,3 +244,102 @@ class LuaScript:
         except redis_errors()[1]:
             await client.script_load(self.source)
             return await client.evalsha(self.sha, numkeys, *args)
+
+
+ClientT = TypeVar("ClientT")
+"""A component's client: ``redis.Redis`` (the sync twin) or ``redis.asyncio.Redis``."""
+_ClientT_co = TypeVar("_ClientT_co", covariant=True)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_F = TypeVar("_F")
+
+FAILED: Final[Any] = object()
+"""A ``fallback`` for :meth:`RedisComponent._call` that tells "Redis did not answer" apart."""
+
+
+class Connect(Protocol[_ClientT_co]):
+    """:func:`connect` or :func:`connect_async`: how a twin's ``from_url`` builds its client."""
+
+    def __call__(
+        self,
+        url: str,
+        *,
+        socket_timeout: float = ...,
+        socket_connect_timeout: float = ...,
+        check: bool = ...,
+    ) -> _ClientT_co: ...
+
+
+class RedisComponent(Generic[ClientT]):
+    """What every Redis component shares: client, prefix, key head, failure policy, breaker.
+
+    A component's sync and async twins differ only in their Redis calls: the
+    sync twin runs each through :meth:`_call`, the async twin awaits
+    :meth:`_acall`, and both consult one :class:`Guard` (breaker, ``on_error``
+    policy, counters) the same way.
+    """
+
+    __slots__ = ("_errors", "_guard", "_head", "client", "prefix")
+
+    def __init__(self, client: ClientT, prefix: str, kind: str) -> None:
+        self.client: Any = client
+        self.prefix = check_prefix(prefix)
+        self._head = "{" + self.prefix + ":" + kind + ":"
+
+    def _init_policy(
+        self, on_error: str, accepted: tuple[str, ...], breaker: CircuitBreaker | None
+    ) -> str:
+        """Validate ``on_error`` and ``breaker``, set up the guard; return the policy."""
+        policy = check_policy("on_error", on_error, accepted)
+        self._guard = Guard(f"{type(self).__name__}(prefix={self.prefix!r})", policy, breaker)
+        self._errors: type[BaseException] = redis_errors()[0]
+        return policy
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker guarding this component's calls (possibly shared)."""
+        return self._guard.breaker
+
+    def _call(
+        self, fallback: _F, call: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _R | _F:
+        """``call(*args, **kwargs)`` under the guard; ``fallback`` when Redis cannot answer.
+
+        While the breaker is open, or after a client error, the policy decides:
+        ``"closed"`` raises :class:`~botscale.BackendError`, any other policy
+        counts a degraded answer and returns ``fallback``.
+        """
+        guard = self._guard
+        if not guard.ready():
+            guard.degrade(None)
+            return fallback
+        try:
+            reply = call(*args, **kwargs)
+        except self._errors as exc:
+            guard.failed(exc)
+            guard.degrade(exc)
+            return fallback
+        guard.ok()
+        return reply
+
+    async def _acall(
+        self,
+        fallback: _F,
+        call: Callable[_P, Awaitable[_R]],
+        /,
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _R | _F:
+        """The awaiting twin of :meth:`_call`."""
+        guard = self._guard
+        if not guard.ready():
+            guard.degrade(None)
+            return fallback
+        try:
+            reply = await call(*args, **kwargs)
+        except self._errors as exc:
+            guard.failed(exc)
+            guard.degrade(exc)
+            return fallback
+        guard.ok()
+        return reply

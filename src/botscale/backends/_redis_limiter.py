@@ -10,7 +10,7 @@ microseconds, so a shared bucket never runs faster than its rate.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Final, Literal
 
 from typing_extensions import Self
 
@@ -18,19 +18,20 @@ from .._errors import ConfigurationError
 from .._gcra import ALLOWED, Decision
 from .._protocols import RateLimitBackend
 from .._validation import check_positive
-from ._breaker import CircuitBreaker, Guard, RedisStats, check_policy
+from ._breaker import CircuitBreaker, RedisStats
 from ._redis_base import (
     DEFAULT_TIMEOUT,
+    AsyncRedis,
+    ClientT,
+    Connect,
     LuaScript,
+    RedisComponent,
+    SyncRedis,
     check_prefix,
     connect,
     connect_async,
     redis_errors,
 )
-
-if TYPE_CHECKING:
-    import redis
-    import redis.asyncio
 
 __all__ = ["AsyncRedisBackend", "LimiterPolicy", "RedisBackend", "check_share", "micros"]
 
@@ -85,22 +86,16 @@ def check_share(share: float) -> float:
     return value
 
 
-class _Base:
-    __slots__ = (
-        "_errors",
-        "_guard",
-        "_head",
-        "_local",
-        "_noscript",
-        "_owned",
-        "client",
-        "local_share",
-        "prefix",
-    )
+class _Base(RedisComponent[ClientT]):
+    """What both twins share: arguments, key layout, ``from_url``, the answer without Redis."""
+
+    __slots__ = ("_local", "_noscript", "_owned", "local_share")
+
+    _connect: Connect[ClientT]
 
     def __init__(
         self,
-        client: Any,
+        client: ClientT,
         *,
         prefix: str,
         on_error: LimiterPolicy = "open",
@@ -108,10 +103,8 @@ class _Base:
         local_backend: RateLimitBackend | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
-        self.client = client
-        self.prefix = check_prefix(prefix)
-        self._head = "{" + self.prefix + ":rl:"
-        policy = check_policy("on_error", on_error, ("open", "closed", "local"))
+        super().__init__(client, prefix, "rl")
+        policy = self._init_policy(on_error, ("open", "closed", "local"), breaker)
         self.local_share = check_share(local_share)
         self._local: RateLimitBackend | None = None
         if policy == "local":
@@ -120,19 +113,46 @@ class _Base:
 
                 local_backend = MemoryBackend()
             self._local = local_backend
-        self._guard = Guard(f"{type(self).__name__}(prefix={self.prefix!r})", policy, breaker)
-        self._errors, self._noscript = redis_errors()
+        self._noscript = redis_errors()[1]
         self._owned = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str,
+        on_error: LimiterPolicy = "open",
+        local_share: float = 1.0,
+        breaker: CircuitBreaker | None = None,
+        socket_timeout: float = DEFAULT_TIMEOUT,
+        socket_connect_timeout: float = DEFAULT_TIMEOUT,
+        check: bool = True,
+    ) -> Self:
+        """Build the client from ``url`` (see :func:`botscale.backends.redis.connect`;
+        :func:`~botscale.backends.redis.connect_async` for the asyncio twin).
+
+        Raises:
+            ConfigurationError: malformed URL or bad options.
+            BackendError: ``check`` and the server is unreachable (password masked).
+        """
+        check_prefix(prefix)
+        client = cls._connect(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            check=check,
+        )
+        backend = cls(
+            client, prefix=prefix, on_error=on_error, local_share=local_share, breaker=breaker
+        )
+        backend._owned = True
+        return backend
 
     @property
     def on_error(self) -> LimiterPolicy:
         """The failure policy (``"open"``, ``"closed"`` or ``"local"``)."""
         return self._guard.policy  # type: ignore[return-value]
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        """The circuit breaker guarding this backend's calls."""
-        return self._guard.breaker
 
     def stats(self) -> RedisStats:
         """How often this backend answered without Redis, and the breaker's state."""
@@ -141,6 +161,10 @@ class _Base:
     def redis_key(self, key: str) -> str:
         """The Redis key holding ``key``'s bucket: ``{<prefix>:rl:<key>}``."""
         return self._head + key + "}"
+
+    def _reset_local(self, key: str) -> None:
+        if self._local is not None:
+            self._local.reset(key)
 
     def _without_redis(
         self,
@@ -151,8 +175,7 @@ class _Base:
         burst: int,
         cost: int,
     ) -> Decision:
-        guard = self._guard
-        guard.degrade(exc)
+        self._guard.degrade(exc)
         if self._local is None:
             return Decision(True, max(0, burst - cost), 0.0)
         share = self.local_share
@@ -165,7 +188,7 @@ class _Base:
         )
 
 
-class RedisBackend(_Base):
+class RedisBackend(_Base[SyncRedis]):
     """GCRA buckets in Redis for :class:`~botscale.RateLimiter`, shared by every process.
 
     Args:
@@ -189,56 +212,7 @@ class RedisBackend(_Base):
 
     __slots__ = ()
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        prefix: str,
-        on_error: LimiterPolicy = "open",
-        local_share: float = 1.0,
-        local_backend: RateLimitBackend | None = None,
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
-        super().__init__(
-            client,
-            prefix=prefix,
-            on_error=on_error,
-            local_share=local_share,
-            local_backend=local_backend,
-            breaker=breaker,
-        )
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        prefix: str,
-        on_error: LimiterPolicy = "open",
-        local_share: float = 1.0,
-        breaker: CircuitBreaker | None = None,
-        socket_timeout: float = DEFAULT_TIMEOUT,
-        socket_connect_timeout: float = DEFAULT_TIMEOUT,
-        check: bool = True,
-    ) -> Self:
-        """Build the client from ``url`` (see :func:`botscale.backends.redis.connect`).
-
-        Raises:
-            ConfigurationError: malformed URL or bad options.
-            BackendError: ``check`` and the server is unreachable (password masked).
-        """
-        check_prefix(prefix)
-        client = connect(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            check=check,
-        )
-        backend = cls(
-            client, prefix=prefix, on_error=on_error, local_share=local_share, breaker=breaker
-        )
-        backend._owned = True
-        return backend
+    _connect = staticmethod(connect)
 
     def acquire(self, key: str, *, now: float, interval: float, burst: int, cost: int) -> Decision:
         """Take ``cost`` tokens from ``key``'s bucket if it holds them (server time).
@@ -263,19 +237,8 @@ class RedisBackend(_Base):
 
     def reset(self, key: str) -> None:
         """Forget ``key``: its bucket is full again (also in the local fallback)."""
-        if self._local is not None:
-            self._local.reset(key)
-        guard = self._guard
-        if guard.ready():
-            try:
-                self.client.delete(self._head + key + "}")
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-            else:
-                guard.ok()
-        else:
-            guard.degrade(None)
+        self._reset_local(key)
+        self._call(None, self.client.delete, self.redis_key(key))
 
     def close(self) -> None:
         """Close the client if :meth:`from_url` built it (a passed-in client stays yours)."""
@@ -283,7 +246,7 @@ class RedisBackend(_Base):
             self.client.close()
 
 
-class AsyncRedisBackend(_Base):
+class AsyncRedisBackend(_Base[AsyncRedis]):
     """The ``redis.asyncio`` twin of :class:`RedisBackend`, for :class:`~botscale.AsyncRateLimiter`.
 
     Same arguments and policies; ``client`` is a ``redis.asyncio.Redis``.
@@ -291,51 +254,7 @@ class AsyncRedisBackend(_Base):
 
     __slots__ = ()
 
-    def __init__(
-        self,
-        client: redis.asyncio.Redis,
-        *,
-        prefix: str,
-        on_error: LimiterPolicy = "open",
-        local_share: float = 1.0,
-        local_backend: RateLimitBackend | None = None,
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
-        super().__init__(
-            client,
-            prefix=prefix,
-            on_error=on_error,
-            local_share=local_share,
-            local_backend=local_backend,
-            breaker=breaker,
-        )
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        prefix: str,
-        on_error: LimiterPolicy = "open",
-        local_share: float = 1.0,
-        breaker: CircuitBreaker | None = None,
-        socket_timeout: float = DEFAULT_TIMEOUT,
-        socket_connect_timeout: float = DEFAULT_TIMEOUT,
-        check: bool = True,
-    ) -> Self:
-        """Build the client from ``url`` (see :func:`botscale.backends.redis.connect_async`)."""
-        check_prefix(prefix)
-        client = connect_async(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            check=check,
-        )
-        backend = cls(
-            client, prefix=prefix, on_error=on_error, local_share=local_share, breaker=breaker
-        )
-        backend._owned = True
-        return backend
+    _connect = staticmethod(connect_async)
 
     async def acquire(
         self, key: str, *, now: float, interval: float, burst: int, cost: int
@@ -362,19 +281,8 @@ class AsyncRedisBackend(_Base):
 
     async def reset(self, key: str) -> None:
         """Forget ``key``: its bucket is full again (also in the local fallback)."""
-        if self._local is not None:
-            self._local.reset(key)
-        guard = self._guard
-        if guard.ready():
-            try:
-                await self.client.delete(self._head + key + "}")
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-            else:
-                guard.ok()
-        else:
-            guard.degrade(None)
+        self._reset_local(key)
+        await self._acall(None, self.client.delete, self.redis_key(key))
 
     async def aclose(self) -> None:
         """Close the client if :meth:`from_url` built it (a passed-in client stays yours)."""
