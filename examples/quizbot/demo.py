@@ -264,11 +264,16 @@ async def _spam(user: VirtualUser, presses: int) -> list[Exchange]:
 
 
 async def _play_quiz(
-    user: VirtualUser, toasts: _Toasts, batch_wait: float, presses: list[Exchange]
-) -> tuple[bool, str]:
-    """``/start``, answer every question, ``/stats`` before and after the answers are written."""
-    await user.ask("/start", timeout=20.0)
-    verdicts: list[str] = []
+    user: VirtualUser, batch_wait: float, presses: list[Exchange]
+) -> tuple[str, str]:
+    """``/start``, answer every question, ``/stats`` before and after the answers are written.
+
+    Returns the two final ``/stats`` replies.  Replies are read from the chat,
+    not from the exchanges: under load the simulator may pair a late edit
+    with a later update of the same chat.
+    """
+    await user.ask("/start", timeout=30.0)
+    asked_early = False
     while True:
         buttons = [b for b in user.buttons() if str(b["callback_data"]).startswith("a:")]
         if not buttons:
@@ -276,23 +281,34 @@ async def _play_quiz(
         before = str(buttons[0]["callback_data"])
         exchange = user.press(str(buttons[0]["text"]))
         presses.append(exchange)
-        await _settle(exchange, 20.0)
-        await asyncio.sleep(0.3)
-        toasts.poll()
-        verdicts.append(toasts.by_query.get(exchange.callback_query_id or "", ""))
-        if len(verdicts) == 1:
-            await user.ask("/stats", timeout=20.0)  # cached now, before the answer is written
-        for _ in range(200):  # the next question (or the end) replaces this one
+        await _settle(exchange, 30.0)
+        if not asked_early:
+            asked_early = True
+            await _score(user)  # cached now, before the answer is written
+        for _ in range(300):  # the next question (or the end) replaces this one
             now = [b for b in user.buttons() if str(b["callback_data"]).startswith("a:")]
             if not now or str(now[0]["callback_data"]) != before:
                 break
             await asyncio.sleep(0.1)
     await asyncio.sleep(batch_wait)
-    first = str((await user.ask("/stats", timeout=20.0)).get("text", ""))
-    again = str((await user.ask("/stats", timeout=20.0)).get("text", ""))
-    correct = sum(1 for v in verdicts if v == CORRECT)
-    wanted = f"{correct}/{len(verdicts)} correct"
-    return wanted in first and first == again and len(verdicts) > 0, first
+    return await _score(user), await _score(user)
+
+
+async def _score(user: VirtualUser) -> str:
+    """Send ``/stats`` and return the score message it brings."""
+
+    def scores() -> list[str]:
+        texts = [str(m.get("text", "")) for m in user.messages()]
+        return [t for t in texts if t.startswith("📊")]
+
+    seen = len(scores())
+    user.send("/stats")
+    for _ in range(300):
+        found = scores()
+        if len(found) > seen:
+            return found[seen]
+        await asyncio.sleep(0.1)
+    return ""
 
 
 async def _settle(exchange: Exchange, timeout: float) -> None:
@@ -520,11 +536,19 @@ async def run_demo(
         batch_wait = float(env.get("BOTSCALE_BATCH_DELAY", "2")) + 1.0
 
         async def players() -> None:
+            presses: list[list[Exchange]] = [[] for _ in player_users]
             outcomes = await asyncio.gather(
-                *(_play_quiz(u, toasts, batch_wait, player_presses) for u in player_users)
+                *(_play_quiz(u, batch_wait, p) for u, p in zip(player_users, presses, strict=True))
             )
-            stats.right = sum(1 for ok, _ in outcomes if ok)
-            stats.replies = [text for _, text in outcomes]
+            await asyncio.sleep(0.5)
+            toasts.poll()
+            for mine, (first, again) in zip(presses, outcomes, strict=True):
+                player_presses.extend(mine)
+                verdicts = [toasts.by_query.get(e.callback_query_id or "") for e in mine]
+                right, wrong = verdicts.count(CORRECT), verdicts.count(WRONG)
+                wanted = f"{right}/{right + wrong} correct"
+                stats.right += int(wanted in first and first == again)
+                stats.replies.append(f"{first} (expected {wanted})")
 
         spammer = asyncio.create_task(impatient())
         checkers = asyncio.create_task(players())
@@ -613,6 +637,7 @@ def format_result(result: DemoResult) -> str:
         f"/stats: {result.stats.right}/{result.stats.users} players who finished a quiz saw "
         f"exactly their answers (asked before and after the write; cached for 5 min)  "
         f"[{mark(result.stats.ok)}]",
+        *(f"  {reply}" for reply in ([] if result.stats.ok else result.stats.replies)),
         f"Database: {db.stored} answers stored, {db.accepted} accepted by the bot "
         f"({db.missing} missing, {db.extra} extra, {db.duplicates} duplicates, "
         f"{db.wrong_verdicts} wrong verdicts)  [{mark(db.ok)}]",
