@@ -16,13 +16,21 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from .._clock import AsyncSleep, Clock, Sleep
 from .._concurrency import AsyncKeyedLock, ConcurrencyTimeout, KeyedLock
 from .._validation import check_non_negative, check_positive
-from ._breaker import CircuitBreaker, FailurePolicy, Guard, RedisStats, check_policy
-from ._redis_base import LuaScript, check_prefix, encode_key, redis_errors
+from ._breaker import CircuitBreaker, FailurePolicy, RedisStats
+from ._redis_base import (
+    FAILED,
+    AsyncRedis,
+    ClientT,
+    LuaScript,
+    RedisComponent,
+    SyncRedis,
+    encode_key,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -41,12 +49,14 @@ def _millis(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-class _Base:
+class _Base(RedisComponent[ClientT]):
+    """What both twins share: arguments, key layout, tokens, waits and bookkeeping."""
+
     _KIND = "lk"  # the key namespace: user locks; state-store sessions use "sl"
 
     def __init__(
         self,
-        client: Any,
+        client: ClientT,
         *,
         prefix: str,
         ttl: float,
@@ -56,16 +66,12 @@ class _Base:
         breaker: CircuitBreaker | None,
         clock: Clock,
     ) -> None:
-        self.client = client
-        self.prefix = check_prefix(prefix)
-        self._head = "{" + self.prefix + ":" + self._KIND + ":"
+        super().__init__(client, prefix, self._KIND)
         self.ttl = check_positive("ttl", ttl)
         self._px = _millis(self.ttl)
         self.poll = check_positive("poll", poll)
         self.max_poll = max(self.poll, check_positive("max_poll", max_poll))
-        policy = check_policy("on_error", on_error, ("open", "closed"))
-        self._guard = Guard(f"{type(self).__name__}(prefix={self.prefix!r})", policy, breaker)
-        self._errors = redis_errors()[0]
+        self._init_policy(on_error, ("open", "closed"), breaker)
         self._clock = clock
         self._tokens: dict[str | int, str] = {}
         self.expired = 0
@@ -74,11 +80,6 @@ class _Base:
     def redis_key(self, key: str | int) -> str:
         """The Redis key of ``key``'s lock: ``{<prefix>:lk:<key>}``."""
         return self._head + encode_key(key) + "}"
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        """The circuit breaker guarding this lock's calls."""
-        return self._guard.breaker
 
     def stats(self) -> RedisStats:
         """How often this lock was taken or released without Redis, and the breaker's state."""
@@ -91,13 +92,48 @@ class _Base:
     def _deadline(self, timeout: float | None) -> float | None:
         return None if timeout is None else self._clock() + check_non_negative("timeout", timeout)
 
-    def _remaining(self, deadline: float | None) -> float | None:
-        return None if deadline is None else max(0.0, deadline - self._clock())
+    def _waits(self, deadline: float | None) -> Iterator[float]:
+        """The waits between attempts on a held key: ``poll`` doubling up to
+        ``max_poll``, none left once ``deadline`` has passed."""
+        wait = self.poll
+        while True:
+            left = None if deadline is None else max(0.0, deadline - self._clock())
+            if left is not None and left <= 0:
+                return
+            yield wait if left is None else min(wait, left)
+            wait = min(wait * 2, self.max_poll)
+
+    def _took(self, key: str | int, token: str, taken: object) -> bool:
+        """Book the answer to ``SET NX``: held with ``token``, not held, or (Redis
+        failed under ``"open"``) held without Redis."""
+        if taken is FAILED:
+            self._tokens[key] = _NO_REDIS
+            return True
+        if taken:
+            self._tokens[key] = token
+        return bool(taken)
+
+    def _held_token(self, key: str | int) -> str:
+        token = self._tokens.get(key)
+        if token is None:
+            raise self._not_held(key)
+        return token
+
+    def _pop_token(self, key: str | int) -> str:
+        token = self._tokens.pop(key, None)
+        if token is None:
+            raise self._not_held(key)
+        return token
+
+    def _extend_px(self, ttl: float | None) -> int:
+        return _millis(self.ttl if ttl is None else check_positive("ttl", ttl))
 
     def _not_held(self, key: str | int) -> RuntimeError:
         return RuntimeError(f"release of key {key!r} that this process does not hold")
 
-    def _released(self, key: str | int, released: int) -> None:
+    def _released(self, key: str | int, released: object) -> None:
+        if released is FAILED:
+            return
         if not released:
             self.expired += 1
             logger.warning(
@@ -115,7 +151,7 @@ class _Base:
         )
 
 
-class RedisKeyedLock(_Base):
+class RedisKeyedLock(_Base[SyncRedis]):
     """Per-key locks across processes (threads twin; see :class:`~botscale.KeyedLock`).
 
     ``with locks.lock(chat_id):`` runs the block while no other thread or
@@ -193,52 +229,24 @@ class RedisKeyedLock(_Base):
 
     def _take(self, key: str | int, rkey: str, token: str) -> bool:
         """One ``SET NX``: ``True`` if this process now holds ``key`` (or Redis failed, "open")."""
-        guard = self._guard
-        if not guard.ready():
-            guard.degrade(None)
-            self._tokens[key] = _NO_REDIS
-            return True
-        try:
-            taken = self.client.set(rkey, token, nx=True, px=self._px)
-        except self._errors as exc:
-            guard.failed(exc)
-            guard.degrade(exc)
-            self._tokens[key] = _NO_REDIS
-            return True
-        guard.ok()
-        if taken:
-            self._tokens[key] = token
-        return bool(taken)
+        taken = self._call(FAILED, self.client.set, rkey, token, nx=True, px=self._px)
+        return self._took(key, token, taken)
 
     def _acquire_remote(self, key: str | int, rkey: str, deadline: float | None) -> bool:
         token = secrets.token_hex(16)
-        wait = self.poll
+        waits = self._waits(deadline)
         while not self._take(key, rkey, token):
-            left = self._remaining(deadline)
-            if left is not None and left <= 0:
+            wait = next(waits, None)
+            if wait is None:
                 return False
-            self._sleep(wait if left is None else min(wait, left))
-            wait = min(wait * 2, self.max_poll)
+            self._sleep(wait)
         return True
 
     def _release_remote(self, key: str | int) -> None:
-        token = self._tokens.pop(key, None)
-        if token is None:
-            raise self._not_held(key)
-        if not token:  # taken without Redis
-            return
-        guard = self._guard
-        if not guard.ready():
-            guard.degrade(None)
-            return
-        try:
-            released = _UNLOCK.run(self.client, 1, self.redis_key(key), token)
-        except self._errors as exc:
-            guard.failed(exc)
-            guard.degrade(exc)
-            return
-        guard.ok()
-        self._released(key, released)
+        token = self._pop_token(key)
+        if token:  # else taken without Redis
+            released = self._call(FAILED, _UNLOCK.run, self.client, 1, self.redis_key(key), token)
+            self._released(key, released)
 
     def release(self, key: str | int) -> None:
         """Free ``key`` (if the lock expired meanwhile, count and log it).
@@ -261,12 +269,10 @@ class RedisKeyedLock(_Base):
         Returns:
             ``False`` if the lock had already expired (another holder may have it).
         """
-        token = self._tokens.get(key)
-        if token is None:
-            raise self._not_held(key)
+        token = self._held_token(key)
         if not token:  # taken without Redis
             return True
-        px = _millis(self.ttl if ttl is None else check_positive("ttl", ttl))
+        px = self._extend_px(ttl)
         try:
             return bool(_EXTEND.run(self.client, 1, self.redis_key(key), token, px))
         except self._errors as exc:
@@ -279,7 +285,7 @@ class RedisKeyedLock(_Base):
         return bool(self.client.exists(self.redis_key(key)))
 
 
-class AsyncRedisKeyedLock(_Base):
+class AsyncRedisKeyedLock(_Base[AsyncRedis]):
     """The asyncio twin of :class:`RedisKeyedLock` (``async with locks.lock(chat_id):``).
 
     In-process waiters line up in an :class:`~botscale.AsyncKeyedLock`; the
@@ -349,52 +355,26 @@ class AsyncRedisKeyedLock(_Base):
 
     async def _take(self, key: str | int, rkey: str, token: str) -> bool:
         """One ``SET NX``: ``True`` if this process now holds ``key`` (or Redis failed, "open")."""
-        guard = self._guard
-        if not guard.ready():
-            guard.degrade(None)
-            self._tokens[key] = _NO_REDIS
-            return True
-        try:
-            taken = await self.client.set(rkey, token, nx=True, px=self._px)
-        except self._errors as exc:
-            guard.failed(exc)
-            guard.degrade(exc)
-            self._tokens[key] = _NO_REDIS
-            return True
-        guard.ok()
-        if taken:
-            self._tokens[key] = token
-        return bool(taken)
+        taken = await self._acall(FAILED, self.client.set, rkey, token, nx=True, px=self._px)
+        return self._took(key, token, taken)
 
     async def _acquire_remote(self, key: str | int, rkey: str, deadline: float | None) -> bool:
         token = secrets.token_hex(16)
-        wait = self.poll
+        waits = self._waits(deadline)
         while not await self._take(key, rkey, token):
-            left = self._remaining(deadline)
-            if left is not None and left <= 0:
+            wait = next(waits, None)
+            if wait is None:
                 return False
-            await self._sleep(wait if left is None else min(wait, left))
-            wait = min(wait * 2, self.max_poll)
+            await self._sleep(wait)
         return True
 
     async def _release_remote(self, key: str | int) -> None:
-        token = self._tokens.pop(key, None)
-        if token is None:
-            raise self._not_held(key)
-        if not token:  # taken without Redis
-            return
-        guard = self._guard
-        if not guard.ready():
-            guard.degrade(None)
-            return
-        try:
-            released = await _UNLOCK.arun(self.client, 1, self.redis_key(key), token)
-        except self._errors as exc:
-            guard.failed(exc)
-            guard.degrade(exc)
-            return
-        guard.ok()
-        self._released(key, released)
+        token = self._pop_token(key)
+        if token:  # else taken without Redis
+            released = await self._acall(
+                FAILED, _UNLOCK.arun, self.client, 1, self.redis_key(key), token
+            )
+            self._released(key, released)
 
     async def release(self, key: str | int) -> None:
         """Free ``key``; see :meth:`RedisKeyedLock.release`."""
@@ -407,12 +387,10 @@ class AsyncRedisKeyedLock(_Base):
 
     async def extend(self, key: str | int, ttl: float | None = None) -> bool:
         """Give a held lock ``ttl`` more seconds; ``False`` if it had already expired."""
-        token = self._tokens.get(key)
-        if token is None:
-            raise self._not_held(key)
+        token = self._held_token(key)
         if not token:  # taken without Redis
             return True
-        px = _millis(self.ttl if ttl is None else check_positive("ttl", ttl))
+        px = self._extend_px(ttl)
         try:
             return bool(await _EXTEND.arun(self.client, 1, self.redis_key(key), token, px))
         except self._errors as exc:

@@ -64,10 +64,11 @@ class SyncSessionLocks:
         # its get/set, but waiting for another process's session must not.
         await self._local.acquire_async(key)
         try:
-            lock, token, wait = self._lock, secrets.token_hex(16), self._lock.poll
-            while not lock._take(key, lock.redis_key(key), token):
+            lock, token = self._lock, secrets.token_hex(16)
+            for wait in lock._waits(None):  # no deadline: endless
+                if lock._take(key, lock.redis_key(key), token):
+                    break
                 await asyncio.sleep(wait)
-                wait = min(wait * 2, lock.max_poll)
         except BaseException:
             self._local.release(key)
             raise

@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from typing_extensions import Self
 
@@ -23,15 +23,19 @@ from .._concurrency import AsyncKeyedLock, KeyedLock
 from .._errors import BackendError
 from .._protocols import Key
 from .._validation import check_positive, check_positive_int
-from ._breaker import CircuitBreaker, FailurePolicy, Guard, RedisStats, check_policy
+from ._breaker import CircuitBreaker, FailurePolicy, RedisStats
 from ._json import dumps, loads
 from ._redis_base import (
     DEFAULT_TIMEOUT,
+    AsyncRedis,
+    ClientT,
+    Connect,
+    RedisComponent,
+    SyncRedis,
     check_prefix,
     connect,
     connect_async,
     encode_key,
-    redis_errors,
 )
 from ._redis_session import (
     AsyncSessionLock,
@@ -59,11 +63,22 @@ def _millis(ttl: float) -> int:
     return max(1, math.ceil(ttl * 1000))
 
 
-class _Base:
+def _loaded(raw: str | bytes | None, default: Any) -> Any:
+    """A stored value, or ``default`` where there is none."""
+    return default if raw is None else loads(raw)
+
+
+class _LockOptions(TypedDict):
+    prefix: str
+    ttl: float
+    on_error: FailurePolicy
+    breaker: CircuitBreaker
+
+
+class _Base(RedisComponent[ClientT]):
+    """What both twins share: arguments, key layout, ``from_url``, sessions."""
+
     __slots__ = (
-        "_errors",
-        "_guard",
-        "_head",
         "_lock_ttl",
         "_owned",
         "_sessions",
@@ -71,15 +86,15 @@ class _Base:
         "_ttl_ms",
         "_updating",
         "_watch_error",
-        "client",
         "max_retries",
-        "prefix",
         "ttl",
     )
 
+    _connect: Connect[ClientT]
+
     def __init__(
         self,
-        client: Any,
+        client: ClientT,
         *,
         prefix: str,
         ttl: float | None,
@@ -88,21 +103,58 @@ class _Base:
         lock_ttl: float,
         breaker: CircuitBreaker | None,
     ) -> None:
-        self.client = client
-        self.prefix = check_prefix(prefix)
-        self._head = "{" + self.prefix + ":st:"
+        super().__init__(client, prefix, "st")
         self.ttl = None if ttl is None else check_positive("ttl", ttl)
         self._ttl_ms = None if ttl is None else _millis(ttl)
         self.max_retries = check_positive_int("max_retries", max_retries)
-        policy = check_policy("on_error", on_error, ("open", "closed"))
-        self._guard = Guard(f"{type(self).__name__}(prefix={self.prefix!r})", policy, breaker)
-        self._errors = redis_errors()[0]
+        self._init_policy(on_error, ("open", "closed"), breaker)
         import redis.exceptions
 
         self._watch_error = redis.exceptions.WatchError
         self._owned = False
         self._sessions: SyncSessionLocks | AsyncSessionLocks | None = None
         self._lock_ttl = check_positive("lock_ttl", lock_ttl)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str,
+        ttl: float | None = None,
+        on_error: FailurePolicy = "closed",
+        max_retries: int = 32,
+        lock_ttl: float = 30.0,
+        breaker: CircuitBreaker | None = None,
+        socket_timeout: float = DEFAULT_TIMEOUT,
+        socket_connect_timeout: float = DEFAULT_TIMEOUT,
+        check: bool = True,
+    ) -> Self:
+        """Build the client from ``url`` (see :func:`botscale.backends.redis.connect`;
+        :func:`~botscale.backends.redis.connect_async` for the asyncio twin).
+
+        Raises:
+            ConfigurationError: malformed URL or bad options.
+            BackendError: ``check`` and the server is unreachable (password masked).
+        """
+        check_prefix(prefix)
+        client = cls._connect(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            check=check,
+        )
+        store = cls(
+            client,
+            prefix=prefix,
+            ttl=ttl,
+            on_error=on_error,
+            max_retries=max_retries,
+            lock_ttl=lock_ttl,
+            breaker=breaker,
+        )
+        store._owned = True
+        return store
 
     def session(
         self, key: Key, *, default: Callable[[], Any] = dict, ttl: float | None = None
@@ -126,15 +178,16 @@ class _Base:
     def _session_locks(self) -> SyncSessionLocks | AsyncSessionLocks:
         raise NotImplementedError
 
+    def _lock_options(self) -> _LockOptions:
+        """How a session's Redis lock is built: this store's prefix, policy and breaker."""
+        return _LockOptions(
+            prefix=self.prefix, ttl=self._lock_ttl, on_error=self.on_error, breaker=self.breaker
+        )
+
     @property
     def on_error(self) -> FailurePolicy:
         """``"closed"`` (default: raise BackendError) or ``"open"`` (answer as if empty)."""
         return self._guard.policy  # type: ignore[return-value]
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        """The circuit breaker guarding this store's calls."""
-        return self._guard.breaker
 
     def stats(self) -> RedisStats:
         """How often this store answered without Redis, and the breaker's state."""
@@ -157,7 +210,7 @@ class _Base:
         )
 
 
-class RedisStateStore(_Base):
+class RedisStateStore(_Base[SyncRedis]):
     """A :class:`~botscale.StateStore` in Redis: JSON values, per-key TTL, atomic update.
 
     Args:
@@ -177,6 +230,8 @@ class RedisStateStore(_Base):
     """
 
     __slots__ = ()
+
+    _connect = staticmethod(connect)
 
     def __init__(
         self,
@@ -202,72 +257,12 @@ class RedisStateStore(_Base):
         self._sleep = sleep
         self._updating = KeyedLock()
 
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        prefix: str,
-        ttl: float | None = None,
-        on_error: FailurePolicy = "closed",
-        max_retries: int = 32,
-        lock_ttl: float = 30.0,
-        breaker: CircuitBreaker | None = None,
-        socket_timeout: float = DEFAULT_TIMEOUT,
-        socket_connect_timeout: float = DEFAULT_TIMEOUT,
-        check: bool = True,
-    ) -> Self:
-        """Build the client from ``url`` (see :func:`botscale.backends.redis.connect`).
-
-        Raises:
-            ConfigurationError: malformed URL or bad options.
-            BackendError: ``check`` and the server is unreachable (password masked).
-        """
-        check_prefix(prefix)
-        client = connect(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            check=check,
-        )
-        store = cls(
-            client,
-            prefix=prefix,
-            ttl=ttl,
-            on_error=on_error,
-            max_retries=max_retries,
-            lock_ttl=lock_ttl,
-            breaker=breaker,
-        )
-        store._owned = True
-        return store
-
     def _session_locks(self) -> SyncSessionLocks:
-        return SyncSessionLocks(
-            SessionLock(
-                self.client,
-                prefix=self.prefix,
-                ttl=self._lock_ttl,
-                on_error=self.on_error,
-                breaker=self._guard.breaker,
-            )
-        )
+        return SyncSessionLocks(SessionLock(self.client, **self._lock_options()))
 
     def get(self, key: str | int, default: Any = None) -> Any:
         """The live value for ``key``, or ``default``."""
-        rkey = self.redis_key(key)
-        guard = self._guard
-        if guard.ready():
-            try:
-                raw = self.client.get(rkey)
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-                return default
-            guard.ok()
-            return default if raw is None else loads(raw)
-        guard.degrade(None)
-        return default
+        return _loaded(self._call(None, self.client.get, self.redis_key(key)), default)
 
     def set(self, key: str | int, value: Any, *, ttl: float | None = None) -> None:
         """Store ``value`` (JSON) for ``key``, living ``ttl`` seconds (default: the store's).
@@ -275,36 +270,11 @@ class RedisStateStore(_Base):
         Raises:
             TypeError: ``value`` is not JSON (the message names the type).
         """
-        rkey = self.redis_key(key)
-        data = dumps(value)
-        px = self._px(ttl)
-        guard = self._guard
-        if guard.ready():
-            try:
-                self.client.set(rkey, data, px=px)
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-            else:
-                guard.ok()
-            return
-        guard.degrade(None)
+        self._call(None, self.client.set, self.redis_key(key), dumps(value), px=self._px(ttl))
 
     def delete(self, key: str | int) -> bool:
         """Remove ``key``; ``True`` if it held a live value."""
-        rkey = self.redis_key(key)
-        guard = self._guard
-        if guard.ready():
-            try:
-                removed = self.client.delete(rkey)
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-                return False
-            guard.ok()
-            return bool(removed)
-        guard.degrade(None)
-        return False
+        return bool(self._call(0, self.client.delete, self.redis_key(key)))
 
     def update(
         self,
@@ -337,8 +307,7 @@ class RedisStateStore(_Base):
             with self._updating.lock(key), self.client.pipeline() as pipe:
                 for attempt in range(self.max_retries):
                     pipe.watch(rkey)
-                    raw = pipe.get(rkey)
-                    new = fn(default if raw is None else loads(raw))
+                    new = fn(_loaded(pipe.get(rkey), default))
                     data = dumps(new)
                     pipe.multi()
                     pipe.set(rkey, data, px=px)
@@ -358,20 +327,10 @@ class RedisStateStore(_Base):
 
     def __len__(self) -> int:
         """Live entries under this prefix (SCAN: O(keys in the database))."""
-        guard = self._guard
-        if guard.ready():
-            try:
-                count = sum(
-                    1 for _ in self.client.scan_iter(match=self._pattern(), count=_SCAN_COUNT)
-                )
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-                return 0
-            guard.ok()
-            return count
-        guard.degrade(None)
-        return 0
+        return self._call(0, self._count)
+
+    def _count(self) -> int:
+        return sum(1 for _ in self.client.scan_iter(match=self._pattern(), count=_SCAN_COUNT))
 
     def clear(self) -> int:
         """Delete every entry under this prefix (SCAN + UNLINK); return how many."""
@@ -392,13 +351,15 @@ class RedisStateStore(_Base):
             self.client.close()
 
 
-class AsyncRedisStateStore(_Base):
+class AsyncRedisStateStore(_Base[AsyncRedis]):
     """The ``redis.asyncio`` twin of :class:`RedisStateStore` (an ``AsyncStateStore``).
 
     Same arguments and policies; ``client`` is a ``redis.asyncio.Redis``.
     """
 
     __slots__ = ()
+
+    _connect = staticmethod(connect_async)
 
     def __init__(
         self,
@@ -424,67 +385,12 @@ class AsyncRedisStateStore(_Base):
         self._sleep = sleep
         self._updating = AsyncKeyedLock()
 
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        prefix: str,
-        ttl: float | None = None,
-        on_error: FailurePolicy = "closed",
-        max_retries: int = 32,
-        lock_ttl: float = 30.0,
-        breaker: CircuitBreaker | None = None,
-        socket_timeout: float = DEFAULT_TIMEOUT,
-        socket_connect_timeout: float = DEFAULT_TIMEOUT,
-        check: bool = True,
-    ) -> Self:
-        """Build the client from ``url`` (see :func:`botscale.backends.redis.connect_async`)."""
-        check_prefix(prefix)
-        client = connect_async(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            check=check,
-        )
-        store = cls(
-            client,
-            prefix=prefix,
-            ttl=ttl,
-            on_error=on_error,
-            max_retries=max_retries,
-            lock_ttl=lock_ttl,
-            breaker=breaker,
-        )
-        store._owned = True
-        return store
-
     def _session_locks(self) -> AsyncSessionLocks:
-        return AsyncSessionLocks(
-            AsyncSessionLock(
-                self.client,
-                prefix=self.prefix,
-                ttl=self._lock_ttl,
-                on_error=self.on_error,
-                breaker=self._guard.breaker,
-            )
-        )
+        return AsyncSessionLocks(AsyncSessionLock(self.client, **self._lock_options()))
 
     async def get(self, key: str | int, default: Any = None) -> Any:
         """The live value for ``key``, or ``default``."""
-        rkey = self.redis_key(key)
-        guard = self._guard
-        if guard.ready():
-            try:
-                raw = await self.client.get(rkey)
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-                return default
-            guard.ok()
-            return default if raw is None else loads(raw)
-        guard.degrade(None)
-        return default
+        return _loaded(await self._acall(None, self.client.get, self.redis_key(key)), default)
 
     async def set(self, key: str | int, value: Any, *, ttl: float | None = None) -> None:
         """Store ``value`` (JSON) for ``key``, living ``ttl`` seconds (default: the store's).
@@ -492,36 +398,13 @@ class AsyncRedisStateStore(_Base):
         Raises:
             TypeError: ``value`` is not JSON (the message names the type).
         """
-        rkey = self.redis_key(key)
-        data = dumps(value)
-        px = self._px(ttl)
-        guard = self._guard
-        if guard.ready():
-            try:
-                await self.client.set(rkey, data, px=px)
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-            else:
-                guard.ok()
-            return
-        guard.degrade(None)
+        await self._acall(
+            None, self.client.set, self.redis_key(key), dumps(value), px=self._px(ttl)
+        )
 
     async def delete(self, key: str | int) -> bool:
         """Remove ``key``; ``True`` if it held a live value."""
-        rkey = self.redis_key(key)
-        guard = self._guard
-        if guard.ready():
-            try:
-                removed = await self.client.delete(rkey)
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-                return False
-            guard.ok()
-            return bool(removed)
-        guard.degrade(None)
-        return False
+        return bool(await self._acall(0, self.client.delete, self.redis_key(key)))
 
     async def update(
         self,
@@ -545,8 +428,7 @@ class AsyncRedisStateStore(_Base):
             async with self._updating.lock(key), self.client.pipeline() as pipe:
                 for attempt in range(self.max_retries):
                     await pipe.watch(rkey)
-                    raw = await pipe.get(rkey)
-                    new = fn(default if raw is None else loads(raw))
+                    new = fn(_loaded(await pipe.get(rkey), default))
                     data = dumps(new)
                     pipe.multi()
                     pipe.set(rkey, data, px=px)
@@ -566,20 +448,13 @@ class AsyncRedisStateStore(_Base):
 
     async def size(self) -> int:
         """Live entries under this prefix (SCAN: O(keys in the database))."""
-        guard = self._guard
-        if guard.ready():
-            try:
-                count = 0
-                async for _ in self.client.scan_iter(match=self._pattern(), count=_SCAN_COUNT):
-                    count += 1
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-                return 0
-            guard.ok()
-            return count
-        guard.degrade(None)
-        return 0
+        return await self._acall(0, self._count)
+
+    async def _count(self) -> int:
+        count = 0
+        async for _ in self.client.scan_iter(match=self._pattern(), count=_SCAN_COUNT):
+            count += 1
+        return count
 
     async def clear(self) -> int:
         """Delete every entry under this prefix (SCAN + UNLINK); return how many."""
