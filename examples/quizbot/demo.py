@@ -353,7 +353,7 @@ def _bot_summary(output: list[str]) -> str:
 
 async def _start_bot(
     sim: TelegramSimulator, env: dict[str, str], output: list[str]
-) -> asyncio.subprocess.Process:
+) -> tuple[asyncio.subprocess.Process, asyncio.Task[None]]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -370,18 +370,13 @@ async def _start_bot(
         async for raw in proc.stdout:
             output.append(raw.decode("utf-8", "replace").rstrip())
 
-    proc_reader = asyncio.create_task(read_output())
-    _readers.add(proc_reader)
-    proc_reader.add_done_callback(_readers.discard)
+    reader = asyncio.create_task(read_output())
     deadline = time.monotonic() + 60.0
     while not sim.connected:
         if proc.returncode is not None or time.monotonic() > deadline:
             raise RuntimeError("the quiz bot did not start:\n" + "\n".join(output[-30:]))
         await asyncio.sleep(0.05)
-    return proc
-
-
-_readers: set[asyncio.Task[None]] = set()
+    return proc, reader
 
 
 async def _quiet(sim: TelegramSimulator, limit: float = 30.0) -> None:
@@ -491,7 +486,7 @@ async def run_demo(
             f"pointed at {sim.base_url}"
         )
         output: list[str] = []
-        proc = await _start_bot(sim, env, output)
+        proc, reader = await _start_bot(sim, env, output)
 
         async def kill() -> None:
             if proc.returncode is None:
@@ -578,7 +573,8 @@ async def run_demo(
         proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(proc.wait(), 30.0)
-        await asyncio.sleep(0.1)  # the last lines of its output
+        with contextlib.suppress(asyncio.TimeoutError):  # the last lines of its output
+            await asyncio.wait_for(reader, 5.0)
         toasts.poll()
         spam.count(toasts.by_query)
         spam_exchanges = [e for exchanges in spam.rounds for e in exchanges]

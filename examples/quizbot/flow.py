@@ -28,6 +28,7 @@ from botscale import (
 
 from .config import QuizConfig
 from .quiz import (
+    Outcome,
     Question,
     apply_answer,
     current,
@@ -262,9 +263,20 @@ class QuizFlow:
         if outcome.kind == "invalid":
             log.info("user %s pressed an invalid answer %r", user_id, data)
             return Press("🤔 That is not one of the answers. Send /start for a new quiz.")
-        if outcome.kind == "stale":
+        if outcome.kind == "stale" or state is None:
             return self._stale(old, answer.quiz)
-        assert state is not None
+        # Advance atomically: with Redis, two processes may get two presses of one user.
+        seen: list[tuple[Any, Outcome]] = []
+
+        def advance(current: Any) -> Any:
+            step = apply_answer(current, answer, self.questions)
+            seen[:] = [(current, step)]
+            return step.state if step.kind in ("correct", "wrong") else current
+
+        new = state.update(advance)
+        before, outcome = seen[0]
+        if outcome.kind not in ("correct", "wrong"):
+            return self._stale(before, answer.quiz)
         assert outcome.question is not None
         try:
             await self.storage.record_answer(
@@ -279,9 +291,9 @@ class QuizFlow:
                 )
             )
         except WriterFullError:
+            state.update(lambda current: before if current == new else current)
             log.warning("answer of user %s refused: the database is too far behind", user_id)
             return Press("⚠️ I can't save answers right now. Please press again in a minute.")
-        state.set(outcome.state)
         question = outcome.question
         if outcome.kind == "correct":
             toast, verdict = CORRECT, CORRECT

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import sqlite3
 import threading
 import time
@@ -57,6 +58,8 @@ __all__ = [
     "WriterFullError",
     "open_database",
 ]
+
+log: Final = logging.getLogger("quizbot")
 
 ANSWER_COLUMNS: Final = (
     "update_id",
@@ -445,9 +448,15 @@ class Storage:
         await self.answers.put(row, timeout=timeout)
 
     async def record_start(self, user_id: int, first_name: str) -> None:
-        """Queue one ``/start`` (it puts the user on the broadcast list)."""
-        with contextlib.suppress(WriterFullError):
+        """Queue one ``/start`` (it puts the user on the broadcast list).
+
+        When ``MAX_PENDING_ANSWERS`` starts already wait (a long database
+        outage) this one is dropped, logged: the quiz itself goes on.
+        """
+        try:
             await self.starts.put((user_id, first_name, time.time()), timeout=2.0)
+        except WriterFullError:
+            log.warning("user %s not added to the broadcast list: the database is down", user_id)
 
     async def known_users(self) -> list[int]:
         """Every user who ever sent ``/start``, including the ones not written yet."""
