@@ -93,6 +93,9 @@ def mask_url(url: str) -> str:
     return _QUERY_PASSWORD_RE.sub(r"\1***", url)
 
 
+_C = TypeVar("_C")
+
+
 def _client_kwargs(socket_timeout: float, connect_timeout: float) -> dict[str, Any]:
     return {
         "socket_timeout": check_positive("socket_timeout", socket_timeout),
@@ -153,10 +156,7 @@ def connect(
 
     url = _check_url(url)
     kwargs = _client_kwargs(socket_timeout, socket_connect_timeout)
-    try:
-        client: redis.Redis = redis_mod.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **kwargs)
-    except (ValueError, TypeError) as exc:
-        raise _malformed(url, exc) from None
+    client: redis.Redis = _from_url(redis_mod.Redis.from_url, url, Retry(NoBackoff(), 1), kwargs)
     if check:
         try:
             client.ping()
@@ -188,13 +188,15 @@ def connect_async(
     kwargs = _client_kwargs(socket_timeout, socket_connect_timeout)
     if check:
         connect(url, check=True, **kwargs).close()
+    return _from_url(aredis.Redis.from_url, url, Retry(NoBackoff(), 1), kwargs)
+
+
+def _from_url(from_url: Callable[..., _C], url: str, retry: object, kwargs: dict[str, Any]) -> _C:
+    """A client with ``retry`` and the timeouts; a malformed URL as ConfigurationError."""
     try:
-        client: redis.asyncio.Redis = aredis.Redis.from_url(
-            url, retry=Retry(NoBackoff(), 1), **kwargs
-        )
+        return from_url(url, retry=retry, **kwargs)
     except (ValueError, TypeError) as exc:
         raise _malformed(url, exc) from None
-    return client
 
 
 def _unreachable(url: str, exc: Exception) -> BackendError:
@@ -281,10 +283,31 @@ class RedisComponent(Generic[ClientT]):
 
     __slots__ = ("_errors", "_guard", "_head", "client", "prefix")
 
+    _connect: Connect[ClientT]
+    """How ``from_url`` builds the client (the twins that have one set it)."""
+
     def __init__(self, client: ClientT, prefix: str, kind: str) -> None:
         self.client: Any = client
         self.prefix = check_prefix(prefix)
         self._head = "{" + self.prefix + ":" + kind + ":"
+
+    @classmethod
+    def _client_from_url(
+        cls,
+        url: str,
+        prefix: str,
+        socket_timeout: float,
+        socket_connect_timeout: float,
+        check: bool,
+    ) -> ClientT:
+        """``from_url``'s client; the prefix is checked first, so a bad one fails offline."""
+        check_prefix(prefix)
+        return cls._connect(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            check=check,
+        )
 
     def _init_policy(
         self, on_error: str, accepted: tuple[str, ...], breaker: CircuitBreaker | None

@@ -15,17 +15,13 @@ sending, more slowly, instead of either stopping or flooding Telegram.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
 from .._flood import BucketSpec, FloodBudget, Grant, MemoryFloodBudget
 from .._validation import check_non_negative
-from ._breaker import CircuitBreaker, Guard, RedisStats, check_policy
-from ._redis_base import LuaScript, check_prefix, redis_errors
+from ._breaker import CircuitBreaker, RedisStats
+from ._redis_base import FAILED, AsyncRedis, ClientT, LuaScript, RedisComponent, SyncRedis
 from ._redis_limiter import check_share, micros
-
-if TYPE_CHECKING:
-    import redis
-    import redis.asyncio
 
 __all__ = ["AsyncRedisFloodBudget", "BudgetPolicy", "RedisFloodBudget"]
 
@@ -43,32 +39,26 @@ def _pause_us(seconds: float) -> int:
     return math.ceil(round(check_non_negative("seconds", seconds) * 1e6, 3))
 
 
-class _Base:
+class _Base(RedisComponent[ClientT]):
+    """What both twins share: arguments, key layout, script arguments, the answer without Redis."""
+
     def __init__(
         self,
-        client: Any,
+        client: ClientT,
         *,
         prefix: str,
-        on_error: BudgetPolicy,
-        local_share: float,
-        local_budget: FloodBudget | None,
-        breaker: CircuitBreaker | None,
+        on_error: BudgetPolicy = "local",
+        local_share: float = 1.0,
+        local_budget: FloodBudget | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
-        self.client = client
-        self.prefix = check_prefix(prefix)
-        self._head = "{" + self.prefix + ":out}:"
-        policy = check_policy("on_error", on_error, ("local", "open", "closed"))
+        super().__init__(client, prefix, "out")
+        self._head = "{" + self.prefix + ":out}:"  # one hash tag: the script takes several keys
+        policy = self._init_policy(on_error, ("local", "open", "closed"), breaker)
         self.local_share = check_share(local_share)
         self._local: FloodBudget | None = None
         if policy == "local":
             self._local = MemoryFloodBudget() if local_budget is None else local_budget
-        self._guard = Guard(f"{type(self).__name__}(prefix={self.prefix!r})", policy, breaker)
-        self._errors = redis_errors()[0]
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        """The circuit breaker guarding this budget's calls."""
-        return self._guard.breaker
 
     def stats(self) -> RedisStats:
         """How often this budget decided without Redis, and the breaker's state."""
@@ -109,24 +99,27 @@ class _Base:
             spec.cost,
         )
 
-    def _take_without_redis(
-        self, exc: BaseException | None, lane: BucketSpec, chat: BucketSpec | None, now: float
-    ) -> Grant:
-        self._guard.degrade(exc)
-        if self._local is None:
-            return _GRANTED
-        return self._local.take(self._share(lane), None if chat is None else self._share(chat), now)
+    def _granted(self, reply: Any, lane: BucketSpec, chat: BucketSpec | None, now: float) -> Grant:
+        """The :class:`Grant` from ``outgoing_take.lua``'s reply (or from the local budget)."""
+        if reply is FAILED:
+            if self._local is None:
+                return _GRANTED
+            return self._local.take(
+                self._share(lane), None if chat is None else self._share(chat), now
+            )
+        granted, chat_us, lane_us = reply
+        return Grant(granted == 1, chat_us / 1e6, lane_us / 1e6)
 
-    def _pause_without_redis(
-        self, exc: BaseException | None, scope: str, seconds: float, now: float
-    ) -> float:
-        self._guard.degrade(exc)
-        if self._local is None:
-            return seconds
-        return self._local.pause(scope, seconds, now)
+    def _paused(self, reply: Any, scope: str, seconds: float, now: float) -> float:
+        """Seconds left of ``scope``'s cooldown (from ``outgoing_pause.lua``, or locally)."""
+        if reply is FAILED:
+            if self._local is None:
+                return seconds
+            return self._local.pause(scope, seconds, now)
+        return float(reply / 1e6)
 
 
-class RedisFloodBudget(_Base):
+class RedisFloodBudget(_Base[SyncRedis]):
     """A :class:`~botscale.FloodBudget` in Redis, shared by every process of one bot.
 
     ``FloodControl(budget=RedisFloodBudget(client, prefix="mybot", local_share=1/3))``
@@ -147,100 +140,32 @@ class RedisFloodBudget(_Base):
         breaker: a :class:`CircuitBreaker`, possibly shared.
     """
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        prefix: str,
-        on_error: BudgetPolicy = "local",
-        local_share: float = 1.0,
-        local_budget: FloodBudget | None = None,
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
-        super().__init__(
-            client,
-            prefix=prefix,
-            on_error=on_error,
-            local_share=local_share,
-            local_budget=local_budget,
-            breaker=breaker,
-        )
-
     def take(self, lane: BucketSpec, chat: BucketSpec | None, now: float) -> Grant:
         """See :meth:`botscale.FloodBudget.take` (decided on the Redis clock)."""
-        guard = self._guard
-        if guard.ready():
-            try:
-                granted, chat_us, lane_us = _TAKE.run(self.client, 4, *self._take_args(lane, chat))
-            except self._errors as exc:
-                guard.failed(exc)
-                return self._take_without_redis(exc, lane, chat, now)
-            guard.ok()
-            return Grant(granted == 1, chat_us / 1e6, lane_us / 1e6)
-        return self._take_without_redis(None, lane, chat, now)
+        reply = self._call(FAILED, _TAKE.run, self.client, 4, *self._take_args(lane, chat))
+        return self._granted(reply, lane, chat, now)
 
     def pause(self, scope: str, seconds: float, now: float) -> float:
         """See :meth:`botscale.FloodBudget.pause`: forward only, on the Redis clock."""
         micros_left = _pause_us(seconds)
-        guard = self._guard
-        if guard.ready():
-            try:
-                left_us = _PAUSE.run(self.client, 1, self.cooldown_key(scope), micros_left)
-            except self._errors as exc:
-                guard.failed(exc)
-                return self._pause_without_redis(exc, scope, seconds, now)
-            guard.ok()
-            return float(left_us / 1e6)
-        return self._pause_without_redis(None, scope, seconds, now)
-
-
-class AsyncRedisFloodBudget(_Base):
-    """The ``redis.asyncio`` twin of :class:`RedisFloodBudget` (an ``AsyncFloodBudget``)."""
-
-    def __init__(
-        self,
-        client: redis.asyncio.Redis,
-        *,
-        prefix: str,
-        on_error: BudgetPolicy = "local",
-        local_share: float = 1.0,
-        local_budget: FloodBudget | None = None,
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
-        super().__init__(
-            client,
-            prefix=prefix,
-            on_error=on_error,
-            local_share=local_share,
-            local_budget=local_budget,
-            breaker=breaker,
+        reply = self._call(
+            FAILED, _PAUSE.run, self.client, 1, self.cooldown_key(scope), micros_left
         )
+        return self._paused(reply, scope, seconds, now)
+
+
+class AsyncRedisFloodBudget(_Base[AsyncRedis]):
+    """The ``redis.asyncio`` twin of :class:`RedisFloodBudget` (an ``AsyncFloodBudget``)."""
 
     async def take(self, lane: BucketSpec, chat: BucketSpec | None, now: float) -> Grant:
         """See :meth:`botscale.FloodBudget.take` (decided on the Redis clock)."""
-        guard = self._guard
-        if guard.ready():
-            try:
-                granted, chat_us, lane_us = await _TAKE.arun(
-                    self.client, 4, *self._take_args(lane, chat)
-                )
-            except self._errors as exc:
-                guard.failed(exc)
-                return self._take_without_redis(exc, lane, chat, now)
-            guard.ok()
-            return Grant(granted == 1, chat_us / 1e6, lane_us / 1e6)
-        return self._take_without_redis(None, lane, chat, now)
+        reply = await self._acall(FAILED, _TAKE.arun, self.client, 4, *self._take_args(lane, chat))
+        return self._granted(reply, lane, chat, now)
 
     async def pause(self, scope: str, seconds: float, now: float) -> float:
         """See :meth:`botscale.FloodBudget.pause`: forward only, on the Redis clock."""
         micros_left = _pause_us(seconds)
-        guard = self._guard
-        if guard.ready():
-            try:
-                left_us = await _PAUSE.arun(self.client, 1, self.cooldown_key(scope), micros_left)
-            except self._errors as exc:
-                guard.failed(exc)
-                return self._pause_without_redis(exc, scope, seconds, now)
-            guard.ok()
-            return float(left_us / 1e6)
-        return self._pause_without_redis(None, scope, seconds, now)
+        reply = await self._acall(
+            FAILED, _PAUSE.arun, self.client, 1, self.cooldown_key(scope), micros_left
+        )
+        return self._paused(reply, scope, seconds, now)

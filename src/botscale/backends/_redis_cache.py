@@ -27,10 +27,10 @@ from typing_extensions import ParamSpec
 
 from .._clock import AsyncSleep, Clock, Sleep
 from .._validation import check_positive
-from ._breaker import CircuitBreaker, FailurePolicy, Guard, RedisStats, check_policy
+from ._breaker import CircuitBreaker, FailurePolicy, RedisStats
 from ._json import dumps, loads
-from ._redis_base import check_prefix, redis_errors
-from ._redis_lock import AsyncRedisKeyedLock, RedisKeyedLock
+from ._redis_base import FAILED, AsyncRedis, ClientT, RedisComponent, SyncRedis
+from ._redis_lock import AsyncRedisKeyedLock, LockOptions, RedisKeyedLock
 
 if TYPE_CHECKING:
     import redis
@@ -42,7 +42,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
-_FAILED: Final[Any] = object()
 _MISS: Final[Any] = object()
 _GLOB: Final = re.compile(r"([*?\[\]\\])")
 
@@ -142,38 +141,62 @@ class _Function:
         return RedisCacheInfo(self.hits, self.misses, self.coalesced, self.uncached)
 
 
-class _Base:
+class _Base(RedisComponent[ClientT]):
+    """What both twins share: arguments, key layout, decoding, the wrapper's controls."""
+
     def __init__(
         self,
-        client: Any,
+        client: ClientT,
         *,
         prefix: str,
         lock_ttl: float,
         on_error: FailurePolicy,
         breaker: CircuitBreaker | None,
     ) -> None:
-        self.client = client
-        self.prefix = check_prefix(prefix)
-        self._head = "{" + self.prefix + ":ca:"
+        super().__init__(client, prefix, "ca")
         self.lock_ttl = check_positive("lock_ttl", lock_ttl)
-        policy = check_policy("on_error", on_error, ("open", "closed"))
-        self._guard = Guard(f"{type(self).__name__}(prefix={self.prefix!r})", policy, breaker)
-        self._errors = redis_errors()[0]
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        """The circuit breaker shared by this cache's reads, writes and locks."""
-        return self._guard.breaker
+        self._init_policy(on_error, ("open", "closed"), breaker)
 
     def stats(self) -> RedisStats:
         """How often this cache worked without Redis, and the breaker's state."""
         return self._guard.stats()
 
+    def _lock_options(self, clock: Clock) -> LockOptions:
+        """The per-key locks of misses: same prefix and breaker; proceed without Redis."""
+        return LockOptions(
+            prefix=self.prefix,
+            ttl=self.lock_ttl,
+            on_error="open",
+            breaker=self.breaker,
+            clock=clock,
+        )
+
     def _decode(self, raw: bytes | str | None) -> Any:
+        """A read's answer: the cached value, ``_MISS``, or ``FAILED`` (Redis did not answer)."""
+        if raw is FAILED:
+            return FAILED
         return _MISS if raw is None else loads(raw)
 
+    def _lock_key(self, rkey: str) -> str:
+        """A miss's lock: the entry's key without its head and closing brace."""
+        return rkey[len(self._head) : -1]
 
-class RedisCache(_Base):
+    def _wrap(self, wrapper: Callable[..., Any], fn: _Function) -> None:
+        """Give ``wrapper`` its controls: ``cache_info``, ``invalidate`` and ``clear``."""
+        wrapper.cache_info = fn.info  # type: ignore[attr-defined]
+        wrapper.invalidate = lambda *a, **k: self._invalidate(fn, a, k)  # type: ignore[attr-defined]
+        wrapper.clear = lambda: self._clear(fn)  # type: ignore[attr-defined]
+
+    def _invalidate(
+        self, fn: _Function, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bool | Awaitable[bool]:
+        raise NotImplementedError
+
+    def _clear(self, fn: _Function) -> int | Awaitable[int]:
+        raise NotImplementedError
+
+
+class RedisCache(_Base[SyncRedis]):
     """Results of sync functions cached in Redis for every process.
 
     >>> cache = RedisCache(redis.Redis(), prefix="mybot")   # doctest: +SKIP
@@ -208,15 +231,7 @@ class RedisCache(_Base):
         super().__init__(
             client, prefix=prefix, lock_ttl=lock_ttl, on_error=on_error, breaker=breaker
         )
-        self._locks = RedisKeyedLock(
-            client,
-            prefix=self.prefix,
-            ttl=self.lock_ttl,
-            on_error="open",
-            breaker=self._guard.breaker,
-            clock=clock,
-            sleep=sleep,
-        )
+        self._locks = RedisKeyedLock(client, **self._lock_options(clock), sleep=sleep)
 
     def cached(
         self,
@@ -246,57 +261,34 @@ class RedisCache(_Base):
 
             @functools.wraps(func)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                return self._call(fn, args, kwargs)  # type: ignore[no-any-return]
+                return self._cached_call(fn, args, kwargs)  # type: ignore[no-any-return]
 
-            wrapper.cache_info = fn.info  # type: ignore[attr-defined]
-            wrapper.invalidate = lambda *a, **k: self._invalidate(fn, a, k)  # type: ignore[attr-defined]
-            wrapper.clear = lambda: self._clear(fn)  # type: ignore[attr-defined]
+            self._wrap(wrapper, fn)
             return wrapper  # type: ignore[return-value]
 
         return decorate
 
     def _get(self, rkey: str) -> Any:
-        guard = self._guard
-        if not guard.ready():
-            guard.degrade(None)
-            return _FAILED
-        try:
-            raw = self.client.get(rkey)
-        except self._errors as exc:
-            guard.failed(exc)
-            guard.degrade(exc)
-            return _FAILED
-        guard.ok()
-        return self._decode(raw)
+        return self._decode(self._call(FAILED, self.client.get, rkey))
 
     def _put(self, rkey: str, data: str, px: int) -> None:
-        guard = self._guard
-        if not guard.ready():
-            guard.degrade(None)
-            return
-        try:
-            self.client.set(rkey, data, px=px)
-        except self._errors as exc:
-            guard.failed(exc)
-            guard.degrade(exc)
-        else:
-            guard.ok()
+        self._call(None, self.client.set, rkey, data, px=px)
 
-    def _call(self, fn: _Function, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _cached_call(self, fn: _Function, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         rkey = fn.redis_key(args, kwargs)
         value = self._get(rkey)
-        if value is _FAILED:
+        if value is FAILED:
             fn.uncached += 1
             return fn.func(*args, **kwargs)
         if value is not _MISS:
             fn.hits += 1
             return value
-        if not self._locks.acquire(rkey[len(self._head) : -1], timeout=self.lock_ttl):
+        if not self._locks.acquire(self._lock_key(rkey), timeout=self.lock_ttl):
             fn.uncached += 1
             return fn.func(*args, **kwargs)
         try:
             value = self._get(rkey)
-            if value is not _MISS and value is not _FAILED:
+            if value is not _MISS and value is not FAILED:
                 fn.coalesced += 1
                 return value
             fn.misses += 1
@@ -304,7 +296,7 @@ class RedisCache(_Base):
             self._put(rkey, dumps(result, "result"), fn.px)
             return result
         finally:
-            self._locks.release(rkey[len(self._head) : -1])
+            self._locks.release(self._lock_key(rkey))
 
     def _invalidate(self, fn: _Function, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         return bool(self.client.delete(fn.redis_key(args, kwargs)))
@@ -314,7 +306,7 @@ class RedisCache(_Base):
         return int(self.client.unlink(*keys)) if keys else 0
 
 
-class AsyncRedisCache(_Base):
+class AsyncRedisCache(_Base[AsyncRedis]):
     """The ``redis.asyncio`` twin of :class:`RedisCache`, for async functions.
 
     Same arguments, with an awaitable ``sleep``; ``invalidate`` and ``clear``
@@ -335,15 +327,7 @@ class AsyncRedisCache(_Base):
         super().__init__(
             client, prefix=prefix, lock_ttl=lock_ttl, on_error=on_error, breaker=breaker
         )
-        self._locks = AsyncRedisKeyedLock(
-            client,
-            prefix=self.prefix,
-            ttl=self.lock_ttl,
-            on_error="open",
-            breaker=self._guard.breaker,
-            clock=clock,
-            sleep=sleep,
-        )
+        self._locks = AsyncRedisKeyedLock(client, **self._lock_options(clock), sleep=sleep)
 
     def cached(
         self,
@@ -363,57 +347,36 @@ class AsyncRedisCache(_Base):
 
             @functools.wraps(func)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                return await self._call(fn, args, kwargs)  # type: ignore[no-any-return]
+                return await self._cached_call(fn, args, kwargs)  # type: ignore[no-any-return]
 
-            wrapper.cache_info = fn.info  # type: ignore[attr-defined]
-            wrapper.invalidate = lambda *a, **k: self._invalidate(fn, a, k)  # type: ignore[attr-defined]
-            wrapper.clear = lambda: self._clear(fn)  # type: ignore[attr-defined]
+            self._wrap(wrapper, fn)
             return wrapper  # type: ignore[return-value]
 
         return decorate
 
     async def _get(self, rkey: str) -> Any:
-        guard = self._guard
-        if not guard.ready():
-            guard.degrade(None)
-            return _FAILED
-        try:
-            raw = await self.client.get(rkey)
-        except self._errors as exc:
-            guard.failed(exc)
-            guard.degrade(exc)
-            return _FAILED
-        guard.ok()
-        return self._decode(raw)
+        return self._decode(await self._acall(FAILED, self.client.get, rkey))
 
     async def _put(self, rkey: str, data: str, px: int) -> None:
-        guard = self._guard
-        if not guard.ready():
-            guard.degrade(None)
-            return
-        try:
-            await self.client.set(rkey, data, px=px)
-        except self._errors as exc:
-            guard.failed(exc)
-            guard.degrade(exc)
-        else:
-            guard.ok()
+        await self._acall(None, self.client.set, rkey, data, px=px)
 
-    async def _call(self, fn: _Function, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _cached_call(
+        self, fn: _Function, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         rkey = fn.redis_key(args, kwargs)
         value = await self._get(rkey)
-        if value is _FAILED:
+        if value is FAILED:
             fn.uncached += 1
             return await fn.func(*args, **kwargs)
         if value is not _MISS:
             fn.hits += 1
             return value
-        if not await self._locks.acquire(rkey[len(self._head) : -1], timeout=self.lock_ttl):
+        if not await self._locks.acquire(self._lock_key(rkey), timeout=self.lock_ttl):
             fn.uncached += 1
             return await fn.func(*args, **kwargs)
         try:
             value = await self._get(rkey)
-            if value is not _MISS and value is not _FAILED:
+            if value is not _MISS and value is not FAILED:
                 fn.coalesced += 1
                 return value
             fn.misses += 1
@@ -421,7 +384,7 @@ class AsyncRedisCache(_Base):
             await self._put(rkey, dumps(result, "result"), fn.px)
             return result
         finally:
-            await self._locks.release(rkey[len(self._head) : -1])
+            await self._locks.release(self._lock_key(rkey))
 
     async def _invalidate(
         self, fn: _Function, args: tuple[Any, ...], kwargs: dict[str, Any]

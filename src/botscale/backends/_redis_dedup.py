@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from .._protocols import Key
 from .._validation import check_positive
-from ._breaker import CircuitBreaker, FailurePolicy, Guard, RedisStats, check_policy
-from ._redis_base import check_prefix, encode_key, redis_errors
-
-if TYPE_CHECKING:
-    import redis
-    import redis.asyncio
+from ._breaker import CircuitBreaker, FailurePolicy, RedisStats
+from ._redis_base import FAILED, AsyncRedis, ClientT, RedisComponent, SyncRedis, encode_key
 
 __all__ = ["AsyncRedisDeduplicator", "RedisDedupStats", "RedisDeduplicator"]
 
@@ -42,24 +37,22 @@ class RedisDedupStats:
     redis: RedisStats
 
 
-class _Base:
+class _Base(RedisComponent[ClientT]):
+    """What both twins share: arguments, key layout and the counters."""
+
     def __init__(
         self,
-        client: Any,
+        client: ClientT,
         *,
         prefix: str,
-        ttl: float,
-        on_error: FailurePolicy,
-        breaker: CircuitBreaker | None,
+        ttl: float = 600.0,
+        on_error: FailurePolicy = "open",
+        breaker: CircuitBreaker | None = None,
     ) -> None:
-        self.client = client
-        self.prefix = check_prefix(prefix)
-        self._head = "{" + self.prefix + ":dd:"
+        super().__init__(client, prefix, "dd")
         self.ttl = check_positive("ttl", ttl)
         self._px = max(1, math.ceil(self.ttl * 1000))
-        policy = check_policy("on_error", on_error, ("open", "closed"))
-        self._guard = Guard(f"{type(self).__name__}(prefix={self.prefix!r})", policy, breaker)
-        self._errors = redis_errors()[0]
+        self._init_policy(on_error, ("open", "closed"), breaker)
         self._accepted = 0
         self._duplicates = 0
         self._forgotten = 0
@@ -68,11 +61,6 @@ class _Base:
         """The Redis key of id ``key``: ``{<prefix>:dd:<id>}`` (str ids tagged ``s:``)."""
         return self._head + encode_key(key) + "}"
 
-    @property
-    def breaker(self) -> CircuitBreaker:
-        """The circuit breaker guarding this deduplicator's calls."""
-        return self._guard.breaker
-
     def stats(self) -> RedisDedupStats:
         """Accepted, duplicate and forgotten ids, and how Redis fared."""
         return RedisDedupStats(
@@ -80,16 +68,12 @@ class _Base:
         )
 
     def _answer(self, was_set: object) -> bool:
-        if was_set:
+        """``seen``'s answer to ``SET NX``: an id is new when Redis could not tell."""
+        if was_set is FAILED or was_set:
             self._accepted += 1
             return False
         self._duplicates += 1
         return True
-
-    def _without_redis(self, exc: BaseException | None) -> bool:
-        self._guard.degrade(exc)
-        self._accepted += 1
-        return False
 
     def _forgot(self, removed: int) -> bool:
         if removed:
@@ -97,7 +81,7 @@ class _Base:
         return bool(removed)
 
 
-class RedisDeduplicator(_Base):
+class RedisDeduplicator(_Base[SyncRedis]):
     """A :class:`~botscale.DedupStore` in Redis: one window of ids for every process.
 
     >>> dedup = RedisDeduplicator(redis.Redis(), prefix="mybot")   # doctest: +SKIP
@@ -112,92 +96,32 @@ class RedisDeduplicator(_Base):
         breaker: a :class:`CircuitBreaker`, possibly shared.
     """
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        prefix: str,
-        ttl: float = 600.0,
-        on_error: FailurePolicy = "open",
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
-        super().__init__(client, prefix=prefix, ttl=ttl, on_error=on_error, breaker=breaker)
-
     def seen(self, key: Key) -> bool:
         """``False`` the first time ``key`` arrives in the window (and remember it), else ``True``.
 
         Atomic across processes: of concurrent calls with one id exactly one
         gets ``False``.
         """
-        rkey = self.redis_key(key)
-        guard = self._guard
-        if guard.ready():
-            try:
-                was_set = self.client.set(rkey, b"1", nx=True, px=self._px)
-            except self._errors as exc:
-                guard.failed(exc)
-                return self._without_redis(exc)
-            guard.ok()
-            return self._answer(was_set)
-        return self._without_redis(None)
+        was_set = self._call(
+            FAILED, self.client.set, self.redis_key(key), b"1", nx=True, px=self._px
+        )
+        return self._answer(was_set)
 
     def forget(self, key: Key) -> bool:
         """Drop ``key`` so that its next arrival is accepted; ``True`` if it was remembered."""
-        rkey = self.redis_key(key)
-        guard = self._guard
-        if guard.ready():
-            try:
-                removed = self.client.delete(rkey)
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-                return False
-            guard.ok()
-            return self._forgot(removed)
-        guard.degrade(None)
-        return False
+        return self._forgot(self._call(0, self.client.delete, self.redis_key(key)))
 
 
-class AsyncRedisDeduplicator(_Base):
+class AsyncRedisDeduplicator(_Base[AsyncRedis]):
     """The ``redis.asyncio`` twin of :class:`RedisDeduplicator` (an ``AsyncDedupStore``)."""
-
-    def __init__(
-        self,
-        client: redis.asyncio.Redis,
-        *,
-        prefix: str,
-        ttl: float = 600.0,
-        on_error: FailurePolicy = "open",
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
-        super().__init__(client, prefix=prefix, ttl=ttl, on_error=on_error, breaker=breaker)
 
     async def seen(self, key: Key) -> bool:
         """``False`` the first time ``key`` arrives in the window, else ``True``."""
-        rkey = self.redis_key(key)
-        guard = self._guard
-        if guard.ready():
-            try:
-                was_set = await self.client.set(rkey, b"1", nx=True, px=self._px)
-            except self._errors as exc:
-                guard.failed(exc)
-                return self._without_redis(exc)
-            guard.ok()
-            return self._answer(was_set)
-        return self._without_redis(None)
+        was_set = await self._acall(
+            FAILED, self.client.set, self.redis_key(key), b"1", nx=True, px=self._px
+        )
+        return self._answer(was_set)
 
     async def forget(self, key: Key) -> bool:
         """Drop ``key`` so that its next arrival is accepted; ``True`` if it was remembered."""
-        rkey = self.redis_key(key)
-        guard = self._guard
-        if guard.ready():
-            try:
-                removed = await self.client.delete(rkey)
-            except self._errors as exc:
-                guard.failed(exc)
-                guard.degrade(exc)
-                return False
-            guard.ok()
-            return self._forgot(removed)
-        guard.degrade(None)
-        return False
+        return self._forgot(await self._acall(0, self.client.delete, self.redis_key(key)))

@@ -23,11 +23,9 @@ from ._redis_base import (
     DEFAULT_TIMEOUT,
     AsyncRedis,
     ClientT,
-    Connect,
     LuaScript,
     RedisComponent,
     SyncRedis,
-    check_prefix,
     connect,
     connect_async,
     redis_errors,
@@ -91,8 +89,6 @@ class _Base(RedisComponent[ClientT]):
 
     __slots__ = ("_local", "_noscript", "_owned", "local_share")
 
-    _connect: Connect[ClientT]
-
     def __init__(
         self,
         client: ClientT,
@@ -136,13 +132,7 @@ class _Base(RedisComponent[ClientT]):
             ConfigurationError: malformed URL or bad options.
             BackendError: ``check`` and the server is unreachable (password masked).
         """
-        check_prefix(prefix)
-        client = cls._connect(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            check=check,
-        )
+        client = cls._client_from_url(url, prefix, socket_timeout, socket_connect_timeout, check)
         backend = cls(
             client, prefix=prefix, on_error=on_error, local_share=local_share, breaker=breaker
         )

@@ -16,7 +16,9 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypedDict
+
+from typing_extensions import NotRequired
 
 from .._clock import AsyncSleep, Clock, Sleep
 from .._concurrency import AsyncKeyedLock, ConcurrencyTimeout, KeyedLock
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     import redis
     import redis.asyncio
 
-__all__ = ["AsyncRedisKeyedLock", "RedisKeyedLock"]
+__all__ = ["AsyncRedisKeyedLock", "LockOptions", "RedisKeyedLock"]
 
 _UNLOCK: Final = LuaScript("unlock.lua")
 _EXTEND: Final = LuaScript("extend.lua")
@@ -47,6 +49,16 @@ logger = logging.getLogger("botscale.redis")
 
 def _millis(seconds: float) -> int:
     return max(1, round(seconds * 1000))
+
+
+class LockOptions(TypedDict):
+    """How a component that takes locks itself (sessions, cache misses) builds them."""
+
+    prefix: str
+    ttl: float
+    on_error: FailurePolicy
+    breaker: CircuitBreaker
+    clock: NotRequired[Clock]
 
 
 class _Base(RedisComponent[ClientT]):

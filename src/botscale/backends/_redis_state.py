@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, TypedDict
+from typing import TYPE_CHECKING, Any, Final
 
 from typing_extensions import Self
 
@@ -29,14 +29,13 @@ from ._redis_base import (
     DEFAULT_TIMEOUT,
     AsyncRedis,
     ClientT,
-    Connect,
     RedisComponent,
     SyncRedis,
-    check_prefix,
     connect,
     connect_async,
     encode_key,
 )
+from ._redis_lock import LockOptions
 from ._redis_session import (
     AsyncSessionLock,
     AsyncSessionLocks,
@@ -68,13 +67,6 @@ def _loaded(raw: str | bytes | None, default: Any) -> Any:
     return default if raw is None else loads(raw)
 
 
-class _LockOptions(TypedDict):
-    prefix: str
-    ttl: float
-    on_error: FailurePolicy
-    breaker: CircuitBreaker
-
-
 class _Base(RedisComponent[ClientT]):
     """What both twins share: arguments, key layout, ``from_url``, sessions."""
 
@@ -89,8 +81,6 @@ class _Base(RedisComponent[ClientT]):
         "max_retries",
         "ttl",
     )
-
-    _connect: Connect[ClientT]
 
     def __init__(
         self,
@@ -137,13 +127,7 @@ class _Base(RedisComponent[ClientT]):
             ConfigurationError: malformed URL or bad options.
             BackendError: ``check`` and the server is unreachable (password masked).
         """
-        check_prefix(prefix)
-        client = cls._connect(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            check=check,
-        )
+        client = cls._client_from_url(url, prefix, socket_timeout, socket_connect_timeout, check)
         store = cls(
             client,
             prefix=prefix,
@@ -178,9 +162,9 @@ class _Base(RedisComponent[ClientT]):
     def _session_locks(self) -> SyncSessionLocks | AsyncSessionLocks:
         raise NotImplementedError
 
-    def _lock_options(self) -> _LockOptions:
+    def _lock_options(self) -> LockOptions:
         """How a session's Redis lock is built: this store's prefix, policy and breaker."""
-        return _LockOptions(
+        return LockOptions(
             prefix=self.prefix, ttl=self._lock_ttl, on_error=self.on_error, breaker=self.breaker
         )
 
