@@ -323,6 +323,21 @@ class RedisComponent(Generic[ClientT]):
         """The circuit breaker guarding this component's calls (possibly shared)."""
         return self._guard.breaker
 
+    def _ready(self) -> bool:
+        """Whether to call Redis now; if the breaker is open, the policy answers
+        instead (``"closed"`` raises, any other counts a degraded answer)."""
+        guard = self._guard
+        if guard.ready():
+            return True
+        guard.degrade(None)
+        return False
+
+    def _failed(self, exc: BaseException) -> None:
+        """A client error: record it (breaker, counters), then apply the policy."""
+        guard = self._guard
+        guard.failed(exc)
+        guard.degrade(exc)
+
     def _call(
         self, fallback: _F, call: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
     ) -> _R | _F:
@@ -332,17 +347,14 @@ class RedisComponent(Generic[ClientT]):
         ``"closed"`` raises :class:`~botscale.BackendError`, any other policy
         counts a degraded answer and returns ``fallback``.
         """
-        guard = self._guard
-        if not guard.ready():
-            guard.degrade(None)
+        if not self._ready():
             return fallback
         try:
             reply = call(*args, **kwargs)
         except self._errors as exc:
-            guard.failed(exc)
-            guard.degrade(exc)
+            self._failed(exc)
             return fallback
-        guard.ok()
+        self._guard.ok()
         return reply
 
     async def _acall(
@@ -354,15 +366,12 @@ class RedisComponent(Generic[ClientT]):
         **kwargs: _P.kwargs,
     ) -> _R | _F:
         """The awaiting twin of :meth:`_call`."""
-        guard = self._guard
-        if not guard.ready():
-            guard.degrade(None)
+        if not self._ready():
             return fallback
         try:
             reply = await call(*args, **kwargs)
         except self._errors as exc:
-            guard.failed(exc)
-            guard.degrade(exc)
+            self._failed(exc)
             return fallback
-        guard.ok()
+        self._guard.ok()
         return reply

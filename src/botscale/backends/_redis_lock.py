@@ -288,8 +288,7 @@ class RedisKeyedLock(_Base[SyncRedis]):
         try:
             return bool(_EXTEND.run(self.client, 1, self.redis_key(key), token, px))
         except self._errors as exc:
-            self._guard.failed(exc)
-            self._guard.degrade(exc)
+            self._failed(exc)
             return True
 
     def locked(self, key: str | int) -> bool:
@@ -406,8 +405,7 @@ class AsyncRedisKeyedLock(_Base[AsyncRedis]):
         try:
             return bool(await _EXTEND.arun(self.client, 1, self.redis_key(key), token, px))
         except self._errors as exc:
-            self._guard.failed(exc)
-            self._guard.degrade(exc)
+            self._failed(exc)
             return True
 
     async def locked(self, key: str | int) -> bool:

@@ -283,9 +283,7 @@ class RedisStateStore(_Base[SyncRedis]):
         """
         rkey = self.redis_key(key)
         px = self._px(ttl)
-        guard = self._guard
-        if not guard.ready():
-            guard.degrade(None)
+        if not self._ready():
             return fn(default)
         try:
             with self._updating.lock(key), self.client.pipeline() as pipe:
@@ -300,13 +298,12 @@ class RedisStateStore(_Base[SyncRedis]):
                     except self._watch_error:
                         self._sleep(_backoff(attempt))
                         continue
-                    guard.ok()
+                    self._guard.ok()
                     return new
         except self._errors as exc:
-            guard.failed(exc)
-            guard.degrade(exc)
+            self._failed(exc)
             return fn(default)
-        guard.ok()
+        self._guard.ok()
         raise self._lost_race(key)
 
     def __len__(self) -> int:
@@ -404,9 +401,7 @@ class AsyncRedisStateStore(_Base[AsyncRedis]):
         """
         rkey = self.redis_key(key)
         px = self._px(ttl)
-        guard = self._guard
-        if not guard.ready():
-            guard.degrade(None)
+        if not self._ready():
             return fn(default)
         try:
             async with self._updating.lock(key), self.client.pipeline() as pipe:
@@ -421,13 +416,12 @@ class AsyncRedisStateStore(_Base[AsyncRedis]):
                     except self._watch_error:
                         await self._sleep(_backoff(attempt))
                         continue
-                    guard.ok()
+                    self._guard.ok()
                     return new
         except self._errors as exc:
-            guard.failed(exc)
-            guard.degrade(exc)
+            self._failed(exc)
             return fn(default)
-        guard.ok()
+        self._guard.ok()
         raise self._lost_race(key)
 
     async def size(self) -> int:
