@@ -164,6 +164,12 @@ class _Outcome(Generic[T]):
         self.failures: list[tuple[list[T], BaseException]] = []
         self.last: BaseException | None = None
 
+    def wrote(self, batch: list[T]) -> None:
+        """``batch`` is written."""
+        self.written += len(batch)
+        self.batches += 1
+        self.done += len(batch)
+
 
 # --------------------------------------------------------------------------------------
 # The shared, pure bookkeeping.
@@ -414,6 +420,18 @@ def _is_async_callable(fn: object) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+def _close_call(sink: object) -> object:
+    """Close ``sink``: its ``aclose()`` if that is async, else its ``close()`` if any.
+
+    Returns what the call returned: an awaitable is the caller's to await.
+    """
+    aclose = getattr(sink, "aclose", None)
+    if aclose is not None and _is_async_callable(aclose):
+        return aclose()
+    close = getattr(sink, "close", None)
+    return close() if callable(close) else None
+
+
 def _matches(matcher: ExceptionMatcher, exc: BaseException) -> bool:
     if isinstance(matcher, (type, tuple)):
         return isinstance(exc, matcher)
@@ -569,7 +587,11 @@ class _Settings(Generic[T]):
         )
 
 
-def _report_unrecorded(name: str, items: list[Any], error: BaseException, why: object) -> None:
+def _unrecorded(
+    name: str, out: _Outcome[Any], items: list[Any], error: BaseException, why: object
+) -> None:
+    """The dead-letter handler failed for ``items``: count them and log them whole."""
+    out.dead_failed += len(items)
     _log.error(
         "%s: the dead-letter handler failed (%r) for %d items that could not be written "
         "(%s: %s); they are stored nowhere else, here they are: %r",
@@ -603,6 +625,10 @@ def _closed_error(name: str) -> WriterClosedError:
     return WriterClosedError(f"the batch writer for {name} is closed; put() is no longer accepted")
 
 
+def _flush_timeout(name: str, timeout: float | None) -> TimeoutError:
+    return TimeoutError(f"flush of {name} did not finish within {timeout!r} s")
+
+
 def _abort_error(name: str, timeout: float | None) -> WriterClosedError:
     return WriterClosedError(
         f"the batch writer for {name} closed before these items were written "
@@ -619,6 +645,23 @@ def _attempt(call: Callable[[list[T]], object], batch: list[T], out: _Outcome[T]
         raise
 
 
+def _failed_write(
+    s: _Settings[T], batch: list[T], exc: BaseException, out: _Outcome[T]
+) -> tuple[list[T], ...]:
+    """Book ``batch``, whose write failed with ``exc``; return the halves to write
+    instead (a permanent error splits it), or nothing when it goes to the dead letters."""
+    if isinstance(exc, _Aborted):
+        out.failures.append((batch, out.last or _abort_error(s.name, None)))
+    elif s.split_on_failure and len(batch) > 1 and s.permanent_error(exc):
+        out.splits += 1
+        mid = len(batch) // 2
+        return batch[:mid], batch[mid:]
+    else:
+        out.failures.append((batch, exc))
+    out.done += len(batch)
+    return ()
+
+
 def _write_all_sync(
     s: _Settings[T],
     policy: RetryPolicy,
@@ -633,23 +676,11 @@ def _write_all_sync(
     """
     try:
         policy.call(_attempt, call, batch, out)
-    except _Aborted:
-        out.failures.append((batch, out.last or _abort_error(s.name, None)))
-        out.done += len(batch)
-        return
     except BaseException as exc:
-        if s.split_on_failure and len(batch) > 1 and s.permanent_error(exc):
-            out.splits += 1
-            mid = len(batch) // 2
-            _write_all_sync(s, policy, call, batch[:mid], out)
-            _write_all_sync(s, policy, call, batch[mid:], out)
-        else:
-            out.failures.append((batch, exc))
-            out.done += len(batch)
+        for half in _failed_write(s, batch, exc, out):
+            _write_all_sync(s, policy, call, half, out)
         return
-    out.written += len(batch)
-    out.batches += 1
-    out.done += len(batch)
+    out.wrote(batch)
 
 
 def _dead_letter_sync(
@@ -664,8 +695,7 @@ def _dead_letter_sync(
                 run(result)
             out.dead += len(items)
         except Exception as why:
-            out.dead_failed += len(items)
-            _report_unrecorded(s.name, items, error, why)
+            _unrecorded(s.name, out, items, error, why)
     out.failures.clear()
 
 
@@ -700,30 +730,14 @@ class _LoopThread:
 
 
 # --------------------------------------------------------------------------------------
-# The threaded twin.
+# What both twins are built from.
 # --------------------------------------------------------------------------------------
 
-
-def _close_at_exit(ref: weakref.ref[BatchWriter[Any]]) -> None:
-    writer = ref()
-    if writer is not None:
-        writer.close()
+_SleepT = TypeVar("_SleepT")  # how a twin waits between retries: Sleep or AsyncSleep
 
 
-class BatchWriter(Generic[T]):
-    """Batch items into a sink from sync code (telebot, scripts), on a background thread.
-
-    ``put`` is thread-safe and returns at once unless ``max_pending`` items
-    wait; a worker thread hands the sink a batch when ``max_batch`` items wait
-    or the oldest has waited ``max_delay`` seconds.  A writer that is never
-    closed is drained at interpreter exit.  See :class:`AsyncBatchWriter` for
-    every argument; only the waiting differs.
-
-    ::
-
-        with BatchWriter(SQLiteSink("bot.db", "answers", ["user_id", "ok"])) as w:
-            w.put((42, True))
-    """
+class _Writer(Generic[T, _SleepT]):
+    """The constructor both twins share (arguments: see :class:`AsyncBatchWriter`)."""
 
     def __init__(
         self,
@@ -748,7 +762,7 @@ class BatchWriter(Generic[T]):
         close_sink: bool = True,
         name: str | None = None,
         clock: Clock = time.monotonic,
-        sleep: Sleep | None = None,
+        sleep: _SleepT | None = None,
     ) -> None:
         self._s: _Settings[T] = _Settings(
             sink,
@@ -774,6 +788,50 @@ class BatchWriter(Generic[T]):
         )
         self._setup(sleep)
 
+    def _setup(self, sleep: _SleepT | None) -> None:
+        """The twin's own state, waits and workers (``self._s`` is set)."""
+        raise NotImplementedError
+
+    def _init_core(self, sleep: _SleepT | None) -> None:
+        """The state both twins keep: the bookkeeping and the hot paths' shortcuts."""
+        s = self._s
+        self._core: _Core[T] = _Core(s.max_batch, s.max_delay, s.max_pending)
+        self._clock = s.clock
+        self._max_batch = s.max_batch
+        self._max_pending = s.max_pending
+        self._row_width = s.row_width
+        self._check_row = s.check_row
+        self._user_sleep = sleep
+        self._aborting = False
+        self._sink_closed = False
+
+
+# --------------------------------------------------------------------------------------
+# The threaded twin.
+# --------------------------------------------------------------------------------------
+
+
+def _close_at_exit(ref: weakref.ref[BatchWriter[Any]]) -> None:
+    writer = ref()
+    if writer is not None:
+        writer.close()
+
+
+class BatchWriter(_Writer[T, Sleep]):
+    """Batch items into a sink from sync code (telebot, scripts), on a background thread.
+
+    ``put`` is thread-safe and returns at once unless ``max_pending`` items
+    wait; a worker thread hands the sink a batch when ``max_batch`` items wait
+    or the oldest has waited ``max_delay`` seconds.  A writer that is never
+    closed is drained at interpreter exit.  See :class:`AsyncBatchWriter` for
+    every argument; only the waiting differs.
+
+    ::
+
+        with BatchWriter(SQLiteSink("bot.db", "answers", ["user_id", "ok"])) as w:
+            w.put((42, True))
+    """
+
     @classmethod
     def _engine(
         cls,
@@ -795,22 +853,14 @@ class BatchWriter(Generic[T]):
         run_awaitable: Callable[[Awaitable[Any]], Any] | None = None,
         on_room: Callable[[], object] | None = None,
     ) -> None:
+        self._init_core(sleep)
         s = self._s
-        self._core: _Core[T] = _Core(s.max_batch, s.max_delay, s.max_pending)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._clock = s.clock
-        self._max_batch = s.max_batch
-        self._max_pending = s.max_pending
-        self._row_width = s.row_width
-        self._check_row = s.check_row
-        self._user_sleep = sleep
         self._run_external = run_awaitable
         self._on_room = on_room
         self._policy = s.policy(self._backoff_sleep, self._unused_async_sleep)
-        self._aborting = False
         self._targets: list[int] = []  # what flush() / close() calls wait to see resolved
-        self._sink_closed = False
         self._loop_thread: _LoopThread | None = None
         self._loop_lock = threading.Lock()
         # Signal handling (install_signal_handlers): the handler runs in the main
@@ -1037,9 +1087,7 @@ class BatchWriter(Generic[T]):
                 while not core.resolved(target):
                     remaining = None if deadline is None else deadline - self._clock()
                     if remaining is not None and remaining <= 0:
-                        raise TimeoutError(
-                            f"flush of {self._s.name} did not finish within {timeout!r} s"
-                        )
+                        raise _flush_timeout(self._s.name, timeout)
                     self._cond.wait(remaining)
             finally:
                 self._targets.remove(target)
@@ -1116,17 +1164,10 @@ class BatchWriter(Generic[T]):
             loop_thread.stop()
 
     def _close_sink(self) -> None:
-        sink = self._s.sink
         try:
-            aclose = getattr(sink, "aclose", None)
-            if aclose is not None and _is_async_callable(aclose):
-                self._loop().run(aclose())
-                return
-            close = getattr(sink, "close", None)
-            if callable(close):
-                result = close()
-                if inspect.isawaitable(result):
-                    self._loop().run(result)
+            result = _close_call(self._s.sink)
+            if inspect.isawaitable(result):
+                self._loop().run(result)
         except Exception:
             _log.exception("%s: closing the sink failed", self._s.name)
 
@@ -1192,7 +1233,7 @@ class _Broadcast:
             pass
 
 
-class AsyncBatchWriter(Generic[T]):
+class AsyncBatchWriter(_Writer[T, AsyncSleep]):
     """Batch items into a sink from asyncio code (aiogram, python-telegram-bot).
 
     ``await put(item)`` returns at once unless ``max_pending`` items wait; a
@@ -1245,69 +1286,15 @@ class AsyncBatchWriter(Generic[T]):
         TypeError: an argument has the wrong type.
     """
 
-    def __init__(
-        self,
-        sink: Sink[T],
-        max_batch: int = 50,
-        max_delay: float = 2.0,
-        max_pending: int = 10_000,
-        *,
-        overflow: Overflow = "block",
-        on_drop: Callable[[T], object] | None = None,
-        retry: RetryPolicy | None = None,
-        retry_on: ExceptionMatcher | None = None,
-        retry_attempts: int | None = None,
-        retry_timeout: float | None = None,
-        retry_backoff: float | None = None,
-        retry_max_backoff: float | None = None,
-        dead_letter: DeadLetterHandler[T] | None = None,
-        ordered: bool | None = None,
-        concurrency: int = 1,
-        split_on_failure: bool = True,
-        close_timeout: float | None = None,
-        close_sink: bool = True,
-        name: str | None = None,
-        clock: Clock = time.monotonic,
-        sleep: AsyncSleep | None = None,
-    ) -> None:
-        self._s: _Settings[T] = _Settings(
-            sink,
-            max_batch=max_batch,
-            max_delay=max_delay,
-            max_pending=max_pending,
-            overflow=overflow,
-            on_drop=on_drop,
-            retry=retry,
-            retry_on=retry_on,
-            retry_attempts=retry_attempts,
-            retry_timeout=retry_timeout,
-            retry_backoff=retry_backoff,
-            retry_max_backoff=retry_max_backoff,
-            dead_letter=dead_letter,
-            ordered=ordered,
-            concurrency=concurrency,
-            split_on_failure=split_on_failure,
-            close_timeout=close_timeout,
-            close_sink=close_sink,
-            name=name,
-            clock=clock,
-        )
-        self._core: _Core[T] = _Core(self._s.max_batch, self._s.max_delay, self._s.max_pending)
-        self._clock = clock
-        self._max_batch = self._s.max_batch
-        self._max_pending = self._s.max_pending
-        self._row_width = self._s.row_width
-        self._check_row = self._s.check_row
-        self._user_sleep = sleep
+    def _setup(self, sleep: AsyncSleep | None) -> None:
+        self._init_core(sleep)
         self._policy = self._s.policy(self._thread_sleep, self._backoff_sleep)
         self._wake = _Broadcast()  # workers
         self._space = _Broadcast()  # puts waiting for room
         self._progress = _Broadcast()  # flush / close waiting for batches to finish
         self._abort = _Broadcast()  # backoff waits, on close_timeout
-        self._aborting = False
         self._workers: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sink_closed = False
         self._signal_exit: int | None = None
         # A sync sink (SQLiteSink, a plain function) runs in the threaded engine:
         # its worker thread takes batches straight from the locked core, retries
@@ -1552,8 +1539,7 @@ class AsyncBatchWriter(Generic[T]):
                 handler(items, error)
                 out.dead += len(items)
             except Exception as why:
-                out.dead_failed += len(items)
-                _report_unrecorded(self._s.name, items, error, why)
+                _unrecorded(self._s.name, out, items, error, why)
         out.failures.clear()
 
     async def _attempt(self, batch: list[T], out: _Outcome[T]) -> object:
@@ -1566,25 +1552,13 @@ class AsyncBatchWriter(Generic[T]):
     async def _write_all(self, batch: list[T], out: _Outcome[T]) -> None:
         try:
             await self._policy.acall(self._attempt, batch, out)
-        except _Aborted:
-            out.failures.append((batch, out.last or _abort_error(self._s.name, None)))
-            out.done += len(batch)
-            return
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            if self._s.split_on_failure and len(batch) > 1 and self._s.permanent_error(exc):
-                out.splits += 1
-                mid = len(batch) // 2
-                await self._write_all(batch[:mid], out)
-                await self._write_all(batch[mid:], out)
-            else:
-                out.failures.append((batch, exc))
-                out.done += len(batch)
+            for half in _failed_write(self._s, batch, exc, out):
+                await self._write_all(half, out)
             return
-        out.written += len(batch)
-        out.batches += 1
-        out.done += len(batch)
+        out.wrote(batch)
 
     async def _dead_letter(self, out: _Outcome[T]) -> None:
         handler = self._s.dead_letter
@@ -1596,8 +1570,7 @@ class AsyncBatchWriter(Generic[T]):
                     await result
                 out.dead += len(items)
             except Exception as why:
-                out.dead_failed += len(items)
-                _report_unrecorded(self._s.name, items, error, why)
+                _unrecorded(self._s.name, out, items, error, why)
             out.failures.pop(0)
 
     async def _backoff_sleep(self, seconds: float) -> None:
@@ -1637,7 +1610,7 @@ class AsyncBatchWriter(Generic[T]):
         while not core.resolved(target):
             remaining = None if deadline is None else deadline - self._clock()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"flush of {self._s.name} did not finish within {timeout!r} s")
+                raise _flush_timeout(self._s.name, timeout)
             await self._progress.wait(remaining)
 
     async def aclose(self, timeout: float | None = None) -> None:
@@ -1689,17 +1662,10 @@ class AsyncBatchWriter(Generic[T]):
             await self._close_sink()
 
     async def _close_sink(self) -> None:
-        sink = self._s.sink
         try:
-            aclose = getattr(sink, "aclose", None)
-            if aclose is not None and _is_async_callable(aclose):
-                await aclose()
-                return
-            close = getattr(sink, "close", None)
-            if callable(close):
-                result = close()
-                if inspect.isawaitable(result):
-                    await result
+            result = _close_call(self._s.sink)
+            if inspect.isawaitable(result):
+                await result
         except Exception:
             _log.exception("%s: closing the sink failed", self._s.name)
 
