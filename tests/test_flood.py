@@ -116,7 +116,11 @@ def test_method_table_is_explicit() -> None:
     for method in ("sendMessage", "sendPhoto", "copyMessage", "sendMediaGroup", "editMessageText"):
         assert lim.method_kind(method) is MethodKind.MESSAGE, method
     assert lim.method_kind("sendmessage") is MethodKind.MESSAGE  # telebot spells some lower
-    assert lim.method_kind("answerCallbackQuery") is MethodKind.INTERACTIVE
+    # Telegram's 30/s limits messages: callback answers are free unless counted.
+    assert lim.method_kind("answerCallbackQuery") is MethodKind.FREE
+    counted = TelegramLimits(count_interactive=True)
+    assert counted.method_kind("answerCallbackQuery") is MethodKind.INTERACTIVE
+    assert counted.method_kind("answercallbackquery") is MethodKind.INTERACTIVE
     for method in ("getUpdates", "getMe", "sendChatAction", "deleteMessage", "setWebhook"):
         assert lim.method_kind(method) is MethodKind.FREE, method
     assert TelegramLimits(count_edits=False).method_kind("editMessageText") is MethodKind.FREE
@@ -344,7 +348,7 @@ async def test_paid_broadcast_has_its_own_lane(clock: FakeClock) -> None:
 
 
 async def test_requests_without_chat_count_only_overall(clock: FakeClock) -> None:
-    fc = async_control(clock)
+    fc = async_control(clock, limits=TelegramLimits(count_interactive=True))
     start = clock()
     done: list[float] = []
 
@@ -365,8 +369,20 @@ async def test_untracked_methods_pass_without_waiting(clock: FakeClock) -> None:
     assert fc.stats().delayed == 0
 
 
-async def test_interactive_goes_ahead_of_bulk_when_the_budget_is_short(clock: FakeClock) -> None:
+async def test_callback_answers_spend_no_message_budget_by_default(clock: FakeClock) -> None:
     fc = async_control(clock)
+    for chat in range(1, 31):  # a broadcast empties the overall budget
+        fc_task = asyncio.ensure_future(fc.acquire(msg(chat)))
+        await asyncio.sleep(0)
+    started = clock()
+    for _ in range(50):
+        assert await fc.acquire(msg(None, "answerCallbackQuery")) == 0.0
+    assert clock() == started
+    await fc_task
+
+
+async def test_interactive_goes_ahead_of_bulk_when_the_budget_is_short(clock: FakeClock) -> None:
+    fc = async_control(clock, limits=TelegramLimits(count_interactive=True))
     order: list[str] = []
 
     async def bulk(chat: int) -> None:
@@ -484,6 +500,7 @@ def test_any_traffic_stays_within_every_budget_and_keeps_chat_order(
         private_burst=2,
         group=Rate(3, 10.0),
         group_burst=2,
+        count_interactive=True,
     )
 
     async def run() -> RecordingBudget:
@@ -579,7 +596,7 @@ async def test_429_pauses_only_its_chat(clock: FakeClock) -> None:
 
 
 async def test_429_without_chat_pauses_the_bot(clock: FakeClock) -> None:
-    fc = async_control(clock)
+    fc = async_control(clock, limits=TelegramLimits(count_interactive=True))
     api = Script(clock, {None: [flood(4)]})
     start = clock()
     await fc.call(msg(None, "answerInlineQuery"), api.sender(None), classify=classify)

@@ -17,8 +17,11 @@ method tables below are botscale's explicit, conservative reading of it:
   chat; Telegram answers floods of edits with 429 too, so by default they count
   like messages (``count_edits=False`` exempts them);
 * **interactive methods** (``answerCallbackQuery``, ``answerInlineQuery``, ...)
-  answer a user who is waiting: they count against the overall budget only and
-  go ahead of other sends when it is short;
+  answer a user who is waiting without putting a message into a chat.
+  Telegram's 30/s is a limit on *messages*, so by default they are not
+  throttled at all (a quiz bot would otherwise spend two tokens per button
+  press and halve its capacity); ``count_interactive=True`` counts them against
+  the overall budget, where they go ahead of other sends when it is short;
 * everything else (``getUpdates``, ``getMe``, ``sendChatAction``,
   ``deleteMessage``, ``setWebhook``, ...) is not throttled; a 429 answer to it
   is still honoured.
@@ -111,7 +114,8 @@ class MethodKind(enum.Enum):
     MESSAGE = "message"
     """Counts against the overall budget and the target chat's budget."""
     INTERACTIVE = "interactive"
-    """Counts against the overall budget only, ahead of other sends."""
+    """Counts against the overall budget only, ahead of other sends
+    (interactive methods, only with ``count_interactive=True``)."""
     FREE = "free"
     """Not throttled (``getUpdates``, ``getMe``, ``sendChatAction``, ...)."""
 
@@ -188,6 +192,9 @@ class TelegramLimits:
         paid: the paid-broadcast lane (``allow_paid_broadcast``; 1000/s).
         paid_burst: paid messages allowed at once.
         count_edits: count edit methods like messages (default ``True``).
+        count_interactive: count interactive methods (``answerCallbackQuery``,
+            ...) against the overall budget (default ``False``: they put no
+            message into a chat, and Telegram's 30/s limits messages).
         message_methods / edit_methods / interactive_methods: the method tables.
         check_ceilings: warn when a rate exceeds Telegram's documented ceiling.
     """
@@ -201,6 +208,7 @@ class TelegramLimits:
     paid: Rate = field(default_factory=lambda: Rate(1000, 1.0))
     paid_burst: int = 1
     count_edits: bool = True
+    count_interactive: bool = False
     message_methods: frozenset[str] = MESSAGE_METHODS
     edit_methods: frozenset[str] = EDIT_METHODS
     interactive_methods: frozenset[str] = INTERACTIVE_METHODS
@@ -218,12 +226,12 @@ class TelegramLimits:
             if isinstance(value, str) or not all(isinstance(m, str) for m in value):
                 raise TypeError(f"{name} must be a collection of method names (str)")
             object.__setattr__(self, name, frozenset(value))
-        for name in ("count_edits", "check_ceilings"):
+        for name in ("count_edits", "count_interactive", "check_ceilings"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
         counted = self.message_methods | (self.edit_methods if self.count_edits else frozenset())
         table = self._table
-        for method in self.interactive_methods:
+        for method in self.interactive_methods if self.count_interactive else ():
             table[method] = table[method.lower()] = MethodKind.INTERACTIVE
         for method in counted:
             table[method] = table[method.lower()] = MethodKind.MESSAGE
