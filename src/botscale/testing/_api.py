@@ -107,6 +107,13 @@ class Exchange:
     it, so a dropped reply leaves its update unanswered instead of skewing the
     latency of the next one.
 
+    A callback query's latency ends at the bot's first reaction: its
+    ``answerCallbackQuery`` or a sending call that answers it as above,
+    whichever comes first.  The query itself stays answerable exactly once,
+    as in Telegram: a message or edit in the chat does not use it up, and a
+    second ``answerCallbackQuery`` (or one for a query the simulator no
+    longer keeps) gets ``400`` "query is too old…".
+
     Attributes:
         update_id: the update's id.
         kind: ``"message"``, ``"command"`` or ``"callback_query"``.
@@ -551,10 +558,9 @@ class BotApi:
         if target is None:
             target = next((e for e in pending if e.answered_at is None and e.claim is None), None)
         if target is not None:
+            # A callback query stays answerable (answerCallbackQuery) after this.
             target._resolve(self.clock(), method, answer)
             self.stats.replies += 1
-            if target.callback_query_id is not None:
-                self._callbacks.pop(target.callback_query_id, None)
         while pending and pending[0].answered_at is not None:
             pending.popleft()
 
@@ -741,7 +747,9 @@ class BotApi:
         if message.get("from", {}).get("id") != self.bot_user["id"]:
             raise _bad("message can't be edited")
         markup = self._markup(params)
-        inline = markup if markup is not None and "inline_keyboard" in markup else None
+        # No markup, or an inline keyboard without buttons, removes the keyboard.
+        has_buttons = markup is not None and any(markup.get("inline_keyboard") or ())
+        inline = markup if has_buttons else None
         new_text = message.get("text") if text is None else text
         if new_text == message.get("text") and inline == message.get("reply_markup"):
             raise ApiError(400, _NOT_MODIFIED)
