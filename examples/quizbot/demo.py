@@ -198,8 +198,7 @@ class _Toasts:
 
     The simulator keeps the last 10 000 calls; reading them twice a second
     keeps every toast of a run.  What the bot decided counts, even when the
-    simulator refused the answer (it forgets a query once another message
-    reached the chat, which Telegram does not).
+    simulator refused the answer.
     """
 
     def __init__(self, sim: TelegramSimulator) -> None:
