@@ -12,6 +12,7 @@ is expiry order: one ``OrderedDict`` serves both the lookup and the sweep
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -93,6 +94,10 @@ class Deduplicator:
         self._forgotten = 0
         self._evicted_size = 0
         self._evicted_ttl = 0
+        # No id expires before this: a lower bound of the oldest id's expiry
+        # (ids only leave from the front or the middle), so seen() skips the
+        # sweep until it can find something.
+        self._front = -math.inf
         self._aio: AsyncDeduplicator | None = None
 
     def seen(self, key: Key) -> bool:
@@ -117,7 +122,8 @@ class Deduplicator:
                     return True
                 del ids[key]
                 self._evicted_ttl += 1
-            self._sweep(now, _SWEEP_STEP)
+            if now >= self._front:
+                self._sweep(now, _SWEEP_STEP)
             while len(ids) >= self._maxsize:
                 _, oldest = ids.popitem(last=False)
                 if oldest <= now:
@@ -189,13 +195,15 @@ class Deduplicator:
     def _sweep(self, now: float, limit: int | None) -> None:
         ids = self._ids
         budget = len(ids) if limit is None else limit
-        while budget > 0 and ids:
+        while ids:
             key, expires = next(iter(ids.items()))
-            if now < expires:
+            if now < expires or budget <= 0:
+                self._front = expires
                 return
             del ids[key]
             self._evicted_ttl += 1
             budget -= 1
+        self._front = -math.inf  # empty: look again at the next call
 
 
 class AsyncDeduplicator:

@@ -87,9 +87,11 @@ class Priority(enum.IntEnum):
 _priority_var: contextvars.ContextVar[Priority | None] = contextvars.ContextVar(
     "botscale_send_priority", default=None
 )
-_reply_chat_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+_reply_chat_var: contextvars.ContextVar[int | str | None] = contextvars.ContextVar(
     "botscale_reply_chat", default=None
 )
+"""The chat whose update is being handled, as the update gave it (compared as text):
+the adapters set it for every update, so it is stored without a conversion."""
 
 
 @contextlib.contextmanager
@@ -115,7 +117,7 @@ def replying_to(chat_id: int | str | None) -> Iterator[None]:
     :attr:`Priority.INTERACTIVE`.  The incoming guard of every adapter sets
     this around the handlers; call it yourself only in custom dispatch code.
     """
-    token = _reply_chat_var.set(None if chat_id is None else str(chat_id))
+    token = _reply_chat_var.set(chat_id)
     try:
         yield
     finally:
@@ -124,7 +126,8 @@ def replying_to(chat_id: int | str | None) -> Iterator[None]:
 
 def current_reply_chat() -> str | None:
     """The chat (as text) whose update is being handled here, if any."""
-    return _reply_chat_var.get()
+    reply = _reply_chat_var.get()
+    return None if reply is None else str(reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -677,7 +680,11 @@ class _FloodCore:
         if chosen is not None:
             return chosen
         reply = _reply_chat_var.get()
-        if reply is not None and request.chat_id is not None and reply == str(request.chat_id):
+        if (
+            reply is not None
+            and request.chat_id is not None
+            and (reply == request.chat_id or str(reply) == str(request.chat_id))
+        ):
             return Priority.INTERACTIVE
         return Priority.NORMAL
 

@@ -170,6 +170,10 @@ class _LimiterCore:
             self._waits += 1
         return wait
 
+    def _allowed_count(self) -> int:
+        """Requests granted so far (what :meth:`stats` reports as ``allowed``), cheaply."""
+        return self._allowed if self._bound_counts is None else self._bound_counts()[0]
+
     def stats(self) -> RateLimiterStats:
         """A snapshot of this limiter's counters and of its backend's ``stats()``."""
         backend_stats = getattr(self._backend, "stats", None)

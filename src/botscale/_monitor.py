@@ -114,6 +114,10 @@ class _Taken:
         return figures
 
 
+Stopwatch = Callable[[float, bool, Any], None]
+"""``stop(started, error, source)`` of :meth:`PerformanceMonitor._stopwatch`."""
+
+
 class Tracker:
     """Times one block: ``with monitor.track("db.save", user_id=42):`` (or ``async with``).
 
@@ -321,6 +325,49 @@ class PerformanceMonitor:
             return timed_sync
 
         return decorate
+
+    def _stopwatch(self, name: str, context_of: Callable[[Any], dict[str, object]]) -> Stopwatch:
+        """A cheap way to time one operation name on a per-update path.
+
+        ``stop(started, error, source)``, with ``started`` a reading of this
+        monitor's clock, counts like ``record(name, clock() - started,
+        error=error, **context_of(source))`` but builds the context only when
+        the sample is slow: the common sample allocates nothing.
+
+        Raises:
+            TypeError: ``name`` is not a str.
+            ValueError: ``name`` is empty.
+        """
+        if type(name) is not str:
+            raise _bad_name(name)
+        if not name:
+            raise ValueError("operation name must not be empty")
+        threshold = self._slow_thresholds.get(name, self._slow_threshold)
+        ops = self._ops  # cleared in place by reset(), never replaced
+        lock = self._lock
+        clock = self._clock
+        add = self._add
+        note_slow = self._note_slow
+
+        def stop(started: float, error: bool, source: Any) -> None:
+            seconds = clock() - started
+            if seconds < 0.0:
+                seconds = 0.0
+            with lock:
+                op = ops.get(name)
+                if op is not None:
+                    op.histogram.record(seconds)
+                    if error:
+                        op.errors += 1
+                    if seconds <= threshold:
+                        return
+                    op.slow += 1
+            if op is None:  # a new name (or past max_names): the full path
+                add(name, seconds, error, context_of(source))
+            else:
+                note_slow(name, seconds, threshold, error, context_of(source))
+
+        return stop
 
     def _add(self, name: str, seconds: float, error: bool, context: dict[str, object]) -> None:
         threshold = self._slow_thresholds.get(name, self._slow_threshold)

@@ -122,22 +122,31 @@ class MemoryBackend:
 
         Called with the lock held.  Two drops per insert (unrolled: this runs
         for every new key) make refilled keys leave faster than keys arrive.
+        The oldest keys are looked at before the new one goes in, each with
+        one ``popitem(last=False)`` (a key that must stay goes back to the
+        front with ``move_to_end(last=False)``).
         """
         tats = self._tats
-        tats[key] = tat
-        oldest = next(iter(tats))
-        if tats[oldest] <= now:
-            del tats[oldest]
-            oldest = next(iter(tats))
-            if tats[oldest] <= now:
-                del tats[oldest]
-                self._expired += 2
+        if tats:
+            oldest, oldest_tat = tats.popitem(last=False)
+            if oldest_tat <= now:
+                if tats:
+                    second, second_tat = tats.popitem(last=False)
+                    if second_tat <= now:
+                        self._expired += 2
+                    else:
+                        tats[second] = second_tat
+                        tats.move_to_end(second, last=False)
+                        self._expired += 1
+                else:
+                    self._expired += 1
+            elif len(tats) + 1 >= self.max_keys:
+                # The oldest key has not refilled: it goes with its bucket not yet full.
+                self._evicted += 1
             else:
-                self._expired += 1
-        elif len(tats) > self.max_keys:
-            # The oldest key has not refilled: it goes with its bucket not yet full.
-            del tats[oldest]
-            self._evicted += 1
+                tats[oldest] = oldest_tat
+                tats.move_to_end(oldest, last=False)
+        tats[key] = tat
 
     def _bind(
         self,
@@ -170,11 +179,15 @@ class MemoryBackend:
         limit = capacity + EPSILON
 
         one = 1
+        int_repr = int.__repr__  # to_key's answer for a plain int, one call cheaper
         granted = refused = 0
 
         def try_acquire(key: Key, cost: int = 1) -> Decision:
             nonlocal granted, refused
-            k = key if type(key) is str else to_key(key)
+            if type(key) is not str:
+                k = int_repr(key) if type(key) is int else to_key(key)
+            else:
+                k = key
             # `is` catches the usual cost=1 in one step; anything else is checked fully.
             if cost is not one and (type(cost) is not int or not 0 < cost <= burst):
                 check_cost(cost, burst)
