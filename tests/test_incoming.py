@@ -202,6 +202,72 @@ def test_track_reports_update_context_to_the_monitor(caplog: pytest.LogCaptureFi
         pass
 
 
+def test_adapter_timing_reports_like_track(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    mon = PerformanceMonitor(slow_threshold=1.0, clock=clock)
+    guard = IncomingGuard(None, monitor=mon)
+    record = guard.recorder("handler.start")
+    assert record is not None
+    started = guard.timer()
+    clock.advance(0.5)
+    record(started, False, msg(42, chat=-7))
+    started = guard.timer()
+    clock.advance(3.0)
+    with caplog.at_level(logging.WARNING):
+        record(started, True, msg(42, chat=-7))
+        guard.record_update(msg(5), guard.timer() - 2.0, error=False)
+    s = mon.stats()["handler.start"]
+    assert (s.count, s.errors, s.slow) == (2, 1, 1)
+    assert s.max == pytest.approx(3.0)
+    assert "handler.start" in caplog.text
+    assert "user_id=42" in caplog.text
+    assert "chat_id=-7" in caplog.text
+    assert mon.stats()["update.message"].slow == 1
+    mon.reset()  # the cached recorders count into the fresh operations
+    record(guard.timer(), False, msg(1))
+    guard.record_update(msg(1), guard.timer())
+    assert mon.stats()["handler.start"].count == 1
+    assert mon.stats()["update.message"].count == 1
+    no_monitor = IncomingGuard(None)
+    assert no_monitor.recorder("x") is None
+    assert no_monitor.timer() == 0.0
+    no_monitor.record_update(msg(1), 0.0)  # nothing to count into: no error
+
+
+def test_batches_lose_only_their_duplicates() -> None:
+    guard = IncomingGuard(None)
+    batch = [msg(1, update_id=i) for i in range(5)]
+    assert guard.drop_duplicates(batch, lambda u: u.update_id) is batch  # all new: as is
+    again = [msg(1, update_id=i) for i in (3, 9, 4, 10, None)]
+    fresh = guard.drop_duplicates(again, lambda u: u.update_id)
+    assert [u.update_id for u in fresh] == [9, 10, None]
+    assert guard.drop_duplicates([msg(1, update_id=9)], lambda u: u.update_id) == []
+    assert guard.stats().duplicates == 3
+    no_dedup = IncomingGuard(None, dedup=False)
+    assert no_dedup.drop_duplicates(again, lambda u: u.update_id) is again
+
+
+def test_passed_counts_every_path_exactly(clock: FakeClock) -> None:
+    guard = IncomingGuard("2/minute", exempt={1}, clock=clock)
+    results = [
+        guard.check(msg(5)),  # limiter
+        guard.check(msg(5)),
+        guard.check(msg(5)),  # limited
+        guard.check(msg(1)),  # exempt
+        guard.check(UpdateInfo("poll")),  # unkeyed
+    ]
+    guard.count_passed()  # an exempt handler
+    report = HandlerLimit(Rate(1, 60.0))
+    assert guard.check_handler(msg(6), report, "report")
+    assert not guard.check_handler(msg(6), report, "report")  # undoes one pass
+    assert [r.proceed for r in results] == [True, True, False, True, True]
+    s = guard.stats()
+    assert (s.passed, s.limited, s.exempt, s.unkeyed) == (4 + 1 - 1, 2, 1, 1)
+    unlimited = IncomingGuard(None)
+    assert unlimited.check(msg(5))
+    assert unlimited.stats().passed == 1
+
+
 def test_bad_guard_arguments_fail_at_construction() -> None:
     with pytest.raises(ValueError, match="on_limited"):
         IncomingGuard(on_limited="reply")  # type: ignore[arg-type]

@@ -55,6 +55,7 @@ from ._flood import (
 )
 from ._gcra import Decision, Rate
 from ._incoming import (
+    AsyncUserState,
     HandlerLimit,
     IncomingGuard,
     IncomingStats,
@@ -115,6 +116,7 @@ __all__ = [
     "AsyncRateLimiter",
     "AsyncSleep",
     "AsyncStateStore",
+    "AsyncUserState",
     "BackendError",
     "BatchStats",
     "BatchWriter",

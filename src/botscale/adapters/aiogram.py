@@ -126,19 +126,36 @@ def update_info(update: Update, data: Mapping[str, Any] | None = None) -> Update
 def _admit(guard: IncomingGuard, update: Update, data: dict[str, Any]) -> UpdateInfo | None:
     """Describe and de-duplicate ``update`` once; ``None`` for a duplicate.
 
-    Puts ``update_info`` (and ``user_state``) into the handler data.
+    Puts ``update_info`` (and ``user_state``) into the handler data.  A guard
+    with an async dedup store goes through :func:`_aadmit` instead.
     """
     admitted = _admitted.get()
     if admitted is not None and admitted[0] is update:
         info = admitted[1]  # SkipHandler sent it on to another router: already admitted
     else:
         info = update_info(update, data)
-        if not guard.check_duplicate(info):
+        if guard.seen_update(info[1]):
             return None
         _admitted.set((update, info))
     data["update_info"] = info
     if guard.state is not None:
-        data["user_state"] = guard.user_state(info)
+        data["user_state"] = guard.handler_state(info)
+    return info
+
+
+async def _aadmit(guard: IncomingGuard, update: Update, data: dict[str, Any]) -> UpdateInfo | None:
+    """:func:`_admit` for a guard whose pieces are awaited."""
+    admitted = _admitted.get()
+    if admitted is not None and admitted[0] is update:
+        info = admitted[1]
+    else:
+        info = update_info(update, data)
+        if await guard.aseen_update(info[1]):
+            return None
+        _admitted.set((update, info))
+    data["update_info"] = info
+    if guard.state is not None:
+        data["user_state"] = guard.handler_state(info)
     return info
 
 
@@ -174,7 +191,10 @@ class IncomingMiddleware(BaseMiddleware):
     async def __call__(self, handler: _Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         if not isinstance(event, Update):
             return await handler(event, data)
-        info = _admit(self.guard, event, data)
+        guard = self.guard
+        info = (
+            await _aadmit(guard, event, data) if guard.asynchronous else _admit(guard, event, data)
+        )
         if info is None:
             return UNHANDLED
         if self.runner is None:
@@ -195,16 +215,18 @@ class HandlerMiddleware(BaseMiddleware):
 
     def __init__(self, guard: IncomingGuard) -> None:
         self.guard = guard
-        self._flags: dict[int, tuple[HandlerObject, HandlerLimit | bool | None, str]] = {}
+        self._flags: dict[int, tuple[HandlerObject, HandlerLimit | bool | None, str, Any]] = {}
 
-    def _flag_of(self, handler: HandlerObject) -> tuple[HandlerLimit | bool | None, str]:
+    def _flag_of(self, handler: HandlerObject) -> tuple[HandlerLimit | bool | None, str, Any]:
+        """The handler's ``rate_limit`` flag, its name and its stopwatch (``None``: untimed)."""
         cached = self._flags.get(id(handler))
         if cached is not None and cached[0] is handler:
-            return cached[1], cached[2]
+            return cached[1], cached[2], cached[3]
         flag = HandlerLimit.coerce(handler.flags.get("rate_limit"))
         name = "handler." + (getattr(handler.callback, "__qualname__", None) or repr(handler))
-        self._flags[id(handler)] = (handler, flag, name)
-        return flag, name
+        stop = self.guard.recorder(name)
+        self._flags[id(handler)] = (handler, flag, name, stop)
+        return flag, name, stop
 
     async def __call__(self, handler: _Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         guard = self.guard
@@ -213,33 +235,50 @@ class HandlerMiddleware(BaseMiddleware):
             update = data.get("event_update")
             if not isinstance(update, Update):
                 return await handler(event, data)
-            info = _admit(guard, update, data)
+            if guard.asynchronous:
+                info = await _aadmit(guard, update, data)
+            else:
+                info = _admit(guard, update, data)
             if info is None:
                 return None
         handler_object = data.get("handler")
-        flag, name = (
-            self._flag_of(handler_object)
-            if isinstance(handler_object, HandlerObject)
-            else (None, "handler.unknown")
-        )
+        if isinstance(handler_object, HandlerObject):
+            flag, name, stop = self._flag_of(handler_object)
+        else:
+            flag, name, stop = None, "handler.unknown", guard.recorder("handler.unknown")
         if flag is False:
             guard.count_passed()
         else:
-            verdict = guard.check_limit(info)
-            if verdict and isinstance(flag, HandlerLimit):
-                verdict = guard.check_handler(info, flag, name)
-            if not verdict:
+            if guard.asynchronous:
+                verdict = await guard.acheck_limit(info)
+                if verdict.proceed and isinstance(flag, HandlerLimit):
+                    verdict = await guard.acheck_handler(info, flag, name)
+            else:
+                verdict = guard.check_limit(info)
+                if verdict.proceed and isinstance(flag, HandlerLimit):
+                    verdict = guard.check_handler(info, flag, name)
+            if not verdict.proceed:
                 if verdict.notice is not None:
                     update = data.get("event_update")
                     if isinstance(update, Update):
                         await _deliver_notice(data.get("bot"), update, info, verdict.notice)
                 return None
-        token = _reply_chat_var.set(None if info.chat_id is None else str(info.chat_id))
-        try:
-            with guard.track(info, name):
+        token = _reply_chat_var.set(info[3])
+        if stop is None:
+            try:
                 return await handler(event, data)
+            finally:
+                _reply_chat_var.reset(token)
+        started = guard.timer()
+        try:
+            result = await handler(event, data)
+        except BaseException as exc:
+            stop(started, isinstance(exc, Exception), info)
+            raise
         finally:
             _reply_chat_var.reset(token)
+        stop(started, False, info)
+        return result
 
 
 class FloodMiddleware(BaseRequestMiddleware):

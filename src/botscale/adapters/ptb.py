@@ -17,7 +17,7 @@ What :func:`install` wires:
   (``ApplicationBuilder().concurrent_updates``): updates run concurrently with
   each chat's order kept, a global cap and bounded intake (the fetch loop waits
   instead of creating a task per update);
-* the incoming guard as a ``TypeHandler`` in group -1: duplicates and limited
+* the incoming guard as a handler in group -1 (:class:`GuardHandler`): duplicates and limited
   updates stop there with ``ApplicationHandlerStop`` (a limited user gets one
   notice per window); the current update's :class:`~botscale.UserState` is
   :func:`user_state`, and every handler callback is timed by the monitor.
@@ -59,18 +59,26 @@ from telegram.ext import (  # noqa: E402
     BaseUpdateProcessor,
     CallbackContext,
     ConversationHandler,
-    TypeHandler,
 )
 
 from .._flood import AsyncFloodControl, OutgoingRequest, Priority, _reply_chat_var  # noqa: E402
-from .._incoming import IncomingGuard, UpdateInfo, UserState  # noqa: E402
+from .._incoming import (  # noqa: E402
+    AsyncUserState,
+    IncomingGuard,
+    UpdateInfo,
+    UserState,
+    Verdict,
+    _new_info,
+)
 from .._telegram import ApiFailure, FailureKind  # noqa: E402
 from .._updates import POLLING_TIMEOUT, UpdateRunner, allowed_updates  # noqa: E402
 
 __all__ = [
     "FloodRateLimiter",
+    "GuardHandler",
     "Installed",
     "OrderedUpdateProcessor",
+    "async_user_state",
     "classify",
     "guard_handler",
     "install",
@@ -85,8 +93,8 @@ _log: Final = logging.getLogger("botscale.adapters.ptb")
 GUARD_GROUP: Final = -1
 """The handler group of the incoming guard (before every default group)."""
 
-_current: contextvars.ContextVar[tuple[UpdateInfo, UserState | None] | None] = (
-    contextvars.ContextVar("botscale_ptb_update", default=None)
+_current: contextvars.ContextVar[tuple[UpdateInfo, IncomingGuard] | None] = contextvars.ContextVar(
+    "botscale_ptb_update", default=None
 )
 
 
@@ -117,14 +125,14 @@ def classify(exc: BaseException) -> ApiFailure | None:
 
 def update_info(update: object) -> UpdateInfo:
     """Describe a PTB ``Update`` (anything else becomes kind ``"unknown"``)."""
-    if not isinstance(update, Update):
+    if type(update) is not Update and not isinstance(update, Update):
         return UpdateInfo("unknown")
     message = update.message
-    if message is not None:
+    if message is not None:  # the common case, without the probing below
         user = message.from_user
         chat = message.chat
-        return UpdateInfo(
-            "message", update.update_id, user.id if user else None, chat.id, chat.type
+        return _new_info(
+            ("message", update.update_id, user.id if user else None, chat.id, chat.type)
         )
     kind = "unknown"
     for name in _KINDS:
@@ -146,9 +154,24 @@ _KINDS: Final = tuple(Update.ALL_TYPES)
 
 
 def user_state() -> UserState | None:
-    """The current update's user state (set by the guard; ``None`` without a store)."""
+    """The current update's user state (set by the guard; ``None`` without a store).
+
+    Raises:
+        TypeError: the guard's store is an :class:`~botscale.AsyncStateStore`
+            (use :func:`async_user_state`).
+    """
     current = _current.get()
-    return None if current is None else current[1]
+    return None if current is None else current[1].user_state(current[0])
+
+
+def async_user_state() -> AsyncUserState | None:
+    """:func:`user_state` when the guard's store is an :class:`~botscale.AsyncStateStore`.
+
+    Raises:
+        TypeError: the guard's store is a sync :class:`~botscale.StateStore`.
+    """
+    current = _current.get()
+    return None if current is None else current[1].async_user_state(current[0])
 
 
 class FloodRateLimiter(BaseRateLimiter[Priority]):
@@ -210,15 +233,10 @@ class OrderedUpdateProcessor(BaseUpdateProcessor):
         """Hand the update to the runner (returns once it is accepted, not finished)."""
         info = update_info(update)
         guard = self.guard
-
-        async def work() -> None:
-            if guard is None:
-                await coroutine
-                return
-            with guard.track(info):
-                await coroutine
-
-        await self.runner.submit(info, work)
+        if guard is None or guard.monitor is None:
+            await self.runner.submit(info, functools.partial(_awaited, coroutine))
+        else:
+            await self.runner.submit(info, functools.partial(_timed_update, guard, info, coroutine))
 
     async def initialize(self) -> None:
         """Nothing to set up."""
@@ -228,36 +246,106 @@ class OrderedUpdateProcessor(BaseUpdateProcessor):
         await self.runner.join()
 
 
-def guard_handler(guard: IncomingGuard) -> TypeHandler[Update, Any, Any]:
-    """The incoming guard as a ``TypeHandler`` for group -1 (``install`` adds it).
+async def _awaited(coroutine: Awaitable[Any]) -> None:
+    await coroutine
 
-    Duplicates and limited updates stop with ``ApplicationHandlerStop``; a
-    limited user gets the guard's notice (at most once per window).  With a
-    monitor, handlers added at any time are timed from their first update on.
+
+async def _timed_update(guard: IncomingGuard, info: UpdateInfo, coroutine: Awaitable[Any]) -> None:
+    started = guard.timer()
+    try:
+        await coroutine
+    except BaseException as exc:
+        guard.record_update(info, started, isinstance(exc, Exception))
+        raise
+    guard.record_update(info, started)
+
+
+class GuardHandler(BaseHandler[Update, Any, Any]):
+    """The incoming guard as the handler of group -1 (:func:`install` adds it).
+
+    Duplicates and limited updates stop there with ``ApplicationHandlerStop``
+    (a limited user gets the guard's notice, at most once per window); other
+    updates go on to the bot's handlers with :func:`user_state` and the reply
+    chat set.  The decision is made in ``check_update``, so an update that
+    goes ahead costs no callback at all (an async guard, or a notice to send,
+    is awaited in ``handle_update``).  Always blocking, also under
+    ``Defaults(block=False)``: the stop must come before the other groups run.
+    With a monitor and the application known, handlers added at any time are
+    timed from their first update on.
+
+    Args:
+        guard: the decisions.
+        application: the application whose handlers are timed (``install`` passes it).
     """
 
-    known = -1  # handlers seen by the last timing pass
+    __slots__ = ("_application", "_known", "guard")
 
-    async def check(update: Update, context: CallbackContext[Any, Any, Any, Any]) -> None:
-        nonlocal known
-        if guard.monitor is not None:
-            handlers = context.application.handlers
-            count = sum(map(len, handlers.values()))
-            if count != known:  # handlers were added since: time them too
-                known = count
-                monitor_handlers(context.application, guard)
+    def __init__(
+        self,
+        guard: IncomingGuard,
+        application: Application[Any, Any, Any, Any, Any, Any] | None = None,
+    ) -> None:
+        super().__init__(self._callback, block=True)
+        self.guard = guard
+        self._application = application
+        self._known = -1  # handlers seen by the last timing pass
+
+    def check_update(self, update: object) -> bool | Verdict:
+        """Decide a sync guard's update here: ``False`` to go on, a stop, or the notice to send."""
+        if type(update) is not Update and not isinstance(update, Update):
+            return False
+        guard = self.guard
+        app = self._application
+        if app is not None and guard.monitor is not None:
+            count = sum(map(len, app.handlers.values()))
+            if count != self._known:  # handlers were added since: time them too
+                self._known = count
+                monitor_handlers(app, guard)
+        if guard.asynchronous:
+            return True  # decided in handle_update, where it can be awaited
         info = update_info(update)
         verdict = guard.check(info)
-        if not verdict:
-            if verdict.notice is not None:
-                await _deliver_notice(update, context, info, verdict.notice)
+        if verdict.proceed:
+            # Context variables set here stay set for the handlers of this
+            # update (the same task; non-blocking handlers copy the context).
+            _current.set((info, guard))
+            _reply_chat_var.set(info[3])
+            return False  # nothing to run in this group: on to the bot's handlers
+        if verdict.notice is None:
             raise ApplicationHandlerStop
-        # Context variables set here stay set for the handlers of this update
-        # (the same task; non-blocking handlers copy the context).
-        _current.set((info, guard.user_state(info)))
-        _reply_chat_var.set(None if info.chat_id is None else str(info.chat_id))
+        return verdict  # handle_update sends the notice, then stops
 
-    return TypeHandler(Update, check)
+    async def _callback(self, update: Update, context: CallbackContext[Any, Any, Any, Any]) -> None:
+        await self.handle_update(update, context.application, True, context)
+
+    async def handle_update(
+        self,
+        update: Update,
+        application: Application[Any, Any, Any, Any, Any, Any],
+        check_result: object,
+        context: CallbackContext[Any, Any, Any, Any],
+    ) -> None:
+        """Send a limited user's notice, or decide an update with an async guard."""
+        info = update_info(update)
+        if isinstance(check_result, Verdict):
+            verdict = check_result
+        else:
+            guard = self.guard
+            verdict = await guard.acheck(info) if guard.asynchronous else guard.check(info)
+            if verdict.proceed:
+                _current.set((info, guard))
+                _reply_chat_var.set(info[3])
+                return
+        if verdict.notice is not None:
+            await _deliver_notice(update, context, info, verdict.notice)
+        raise ApplicationHandlerStop
+
+
+def guard_handler(
+    guard: IncomingGuard, application: Application[Any, Any, Any, Any, Any, Any] | None = None
+) -> GuardHandler:
+    """The incoming guard as the handler of group -1 (``install`` adds it)."""
+    return GuardHandler(guard, application)
 
 
 async def _deliver_notice(
@@ -275,16 +363,31 @@ async def _deliver_notice(
 def _timed(guard: IncomingGuard, callback: Callable[..., Any], name: str) -> Callable[..., Any]:
     if getattr(callback, "__botscale_timed__", False):
         return callback
+    record = guard.recorder(name, _context_of)
+    timer = guard.timer
+    if record is None:
+        return callback
 
     @functools.wraps(callback)
     async def timed(update: object, context: Any) -> Any:
-        current = _current.get()
-        info = current[0] if current is not None else update_info(update)
-        with guard.track(info, name):
-            return await callback(update, context)
+        started = timer()
+        try:
+            result = await callback(update, context)
+        except BaseException as exc:
+            record(started, isinstance(exc, Exception), update)
+            raise
+        record(started, False, update)
+        return result
 
     timed.__botscale_timed__ = True  # type: ignore[attr-defined]
     return timed
+
+
+def _context_of(update: object) -> dict[str, object]:
+    """A slow handler's context: the guard's description of its update (read only then)."""
+    current = _current.get()
+    info = current[0] if current is not None else update_info(update)
+    return {"update": info.kind, "user_id": info.user_id, "chat_id": info.chat_id}
 
 
 def _handlers(items: Any) -> list[BaseHandler[Any, Any, Any]]:
@@ -383,7 +486,7 @@ def install(
     else:
         raise TypeError(f"install needs an ApplicationBuilder or Application, got {type(target)}")
     if guard is not None:
-        app.add_handler(guard_handler(guard), group=GUARD_GROUP)
+        app.add_handler(guard_handler(guard, app), group=GUARD_GROUP)
         monitor_handlers(app, guard)
     parts = Installed(guard or IncomingGuard(None, dedup=False), flood, runner)
     _installed[app] = parts

@@ -36,10 +36,12 @@ require("telebot", "telebot", feature="botscale.adapters.telebot")
 
 import asyncio  # noqa: E402
 import contextvars  # noqa: E402
+import functools  # noqa: E402
 import inspect  # noqa: E402
 import logging  # noqa: E402
+import operator  # noqa: E402
 import threading  # noqa: E402
-import time  # noqa: E402
+import traceback  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any, Final  # noqa: E402
@@ -55,7 +57,7 @@ from .._flood import (  # noqa: E402
     OutgoingRequest,
     _reply_chat_var,
 )
-from .._incoming import IncomingGuard, UpdateInfo  # noqa: E402
+from .._incoming import IncomingGuard, UpdateInfo, _new_info  # noqa: E402
 from .._telegram import (  # noqa: E402
     ApiFailure,
     FailureKind,
@@ -83,7 +85,6 @@ __all__ = [
 
 _log: Final = logging.getLogger("botscale.adapters.telebot")
 _Message: Final = telebot.types.Message
-_STATE: Final = "_botscale"
 UPDATE_TYPES: Final[list[str]] = list(telebot.util.update_types)
 
 
@@ -92,9 +93,8 @@ def update_info(obj: Any, update_type: str, update_id: int | None = None) -> Upd
     if type(obj) is _Message:  # the common case, without the probing below
         where = obj.chat
         sender = obj.from_user
-        return UpdateInfo(
-            update_type, update_id, sender.id if sender is not None else None, where.id, where.type
-        )
+        user_id = sender.id if sender is not None else None
+        return _new_info((update_type, update_id, user_id, where.id, where.type))
     user = getattr(obj, "from_user", None) or getattr(obj, "user", None)
     chat = getattr(obj, "chat", None)
     if chat is None:
@@ -255,76 +255,100 @@ def _async_process_request(
 
 @dataclass(slots=True)
 class _Current:
+    """An update between a middleware's pre- and post-processing."""
+
     info: UpdateInfo
-    token: contextvars.Token[str | None]
+    token: contextvars.Token[int | str | None]
     started: float
     hold: Any = None
+    own: contextvars.Token[_Current | None] | None = None
 
 
-def _presign(bot: Any, kind: str, signed: dict[str, int]) -> None:
-    """Give the kind's handler functions a precomputed ``__signature__``.
+# pre- and post-processing of one update run in one thread (one task): a
+# context variable carries the update between them, out of the handlers' data.
+_in_progress: contextvars.ContextVar[_Current | None] = contextvars.ContextVar(
+    "botscale_telebot_update", default=None
+)
 
-    With class middlewares on, telebot calls ``inspect.signature`` on the
-    handler for every update (several microseconds); a function carrying
-    ``__signature__`` answers at once, with the very same signature.
+
+def _begin(current: _Current) -> None:
+    current.own = _in_progress.set(current)
+
+
+def _end() -> _Current | None:
+    current = _in_progress.get()
+    if current is None or current.own is None:
+        return None
+    _in_progress.reset(current.own)
+    _reply_chat_var.reset(current.token)
+    return current
+
+
+_update_id: Final = operator.attrgetter("update_id")
+_KIND_OF: Final[dict[str, str]] = {"chosen_inline_query": "chosen_inline_result"}
+"""telebot's update types where they differ from the Bot API's field names."""
+_MIDDLEWARE_TYPES: Final[list[str]] = [*UPDATE_TYPES, *_KIND_OF]
+
+
+def _kind(update_type: str) -> str:
+    return _KIND_OF.get(update_type, update_type)
+
+
+class _UpdateSensitive:
+    """``pre_process_<type>`` / ``post_process_<type>`` for every telebot update type.
+
+    Update-sensitive middlewares are told the update type (telebot's handler
+    list name) instead of guessing it from the object.
     """
-    name = _HANDLER_LIST_OF.get(kind)
-    handlers = getattr(bot, name, None) if name is not None else None
-    if not handlers or signed.get(kind) == len(handlers):
-        return
-    signed[kind] = len(handlers)
-    for handler in handlers:
-        function = handler.get("function") if isinstance(handler, dict) else None
-        if function is None or "__signature__" in getattr(function, "__dict__", {}):
-            continue
-        try:
-            function.__signature__ = inspect.signature(function)
-        except (AttributeError, TypeError, ValueError):
-            continue  # a builtin or a callable object: telebot inspects it as before
+
+    _pre: Callable[..., Any]
+    _post: Callable[..., Any]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("pre_process_"):
+            return functools.partial(self._pre, _kind(name[len("pre_process_") :]))
+        if name.startswith("post_process_"):
+            return functools.partial(self._post, _kind(name[len("post_process_") :]))
+        raise AttributeError(name)
 
 
-class GuardMiddleware(handler_backends.BaseMiddleware):
+class GuardMiddleware(_UpdateSensitive, handler_backends.BaseMiddleware):
     """The incoming guard as a class-based middleware of the threaded ``TeleBot``.
 
-    telebot hands it the inner object; the update's kind (``channel_post``,
-    ``edited_message``...) is read back from it (:func:`kind_of`).
+    Update-sensitive: telebot tells it each update's type.  :func:`install`
+    also gives the bot a faster path that does the same work without
+    telebot's generic middleware loop while this is the bot's only middleware.
     """
 
     def __init__(self, bot: telebot.TeleBot, guard: IncomingGuard) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.update_sensitive = False
-        self.update_types = UPDATE_TYPES
+        self.update_sensitive = True
+        self.update_types = _MIDDLEWARE_TYPES
         self.bot = bot
         self.guard = guard
-        self._signed: dict[str, int] = {}
 
-    def pre_process(self, message: Any, data: dict[str, Any]) -> Any:
+    def _pre(self, kind: str, message: Any, data: dict[str, Any]) -> Any:
         """Limit, notice, state, timing start."""
-        kind = kind_of(message)
-        _presign(self.bot, kind, self._signed)
         info = update_info(message, kind)
         guard = self.guard
         verdict = guard.check_limit(info)
-        if not verdict:
+        if not verdict.proceed:
             if verdict.notice is not None:
                 _notify_sync(self.bot, message, info, verdict.notice)
             return handler_backends.CancelUpdate()
         if guard.state is not None:
-            data["user_state"] = guard.user_state(info)
-        token = _reply_chat_var.set(None if info.chat_id is None else str(info.chat_id))
-        data[_STATE] = _Current(info, token, time.perf_counter())
+            data["user_state"] = guard.handler_state(info)
+        _begin(_Current(info, _reply_chat_var.set(info.chat_id), guard.timer()))
         return None
 
-    def post_process(self, message: Any, data: dict[str, Any], exception: Any) -> None:
+    def _post(self, kind: str, message: Any, data: dict[str, Any], exception: Any) -> None:
         """Timing end."""
-        current: _Current | None = data.get(_STATE)
-        if current is None:
-            return
-        _reply_chat_var.reset(current.token)
-        _record(self.guard, current, exception)
+        current = _end()
+        if current is not None:
+            self.guard.record_update(current.info, current.started, exception is not None)
 
 
-class AsyncGuardMiddleware(asyncio_handler_backends.BaseMiddleware):
+class AsyncGuardMiddleware(_UpdateSensitive, asyncio_handler_backends.BaseMiddleware):
     """The incoming guard as a class-based middleware of ``AsyncTeleBot``.
 
     Also holds the chat's turn and a global slot of ``runner`` around the
@@ -335,40 +359,160 @@ class AsyncGuardMiddleware(asyncio_handler_backends.BaseMiddleware):
         self, bot: AsyncTeleBot, guard: IncomingGuard, runner: UpdateRunner | None = None
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.update_sensitive = False
-        self.update_types = UPDATE_TYPES
+        self.update_sensitive = True
+        self.update_types = _MIDDLEWARE_TYPES
         self.bot = bot
         self.guard = guard
-        self._signed: dict[str, int] = {}
         self.runner = runner
 
-    async def pre_process(self, message: Any, data: dict[str, Any]) -> Any:
+    async def _pre(self, kind: str, message: Any, data: dict[str, Any]) -> Any:
         """Limit, notice, state, turn, timing start."""
-        kind = kind_of(message)
-        _presign(self.bot, kind, self._signed)
         info = update_info(message, kind)
         guard = self.guard
-        verdict = guard.check_limit(info)
-        if not verdict:
+        if guard.asynchronous:
+            verdict = await guard.acheck_limit(info)
+        else:
+            verdict = guard.check_limit(info)
+        if not verdict.proceed:
             if verdict.notice is not None:
                 await _notify_async(self.bot, message, info, verdict.notice)
             return asyncio_handler_backends.CancelUpdate()
         if guard.state is not None:
-            data["user_state"] = guard.user_state(info)
+            data["user_state"] = guard.handler_state(info)
         hold = await self.runner.hold(info) if self.runner is not None else None
-        token = _reply_chat_var.set(None if info.chat_id is None else str(info.chat_id))
-        data[_STATE] = _Current(info, token, time.perf_counter(), hold)
+        _begin(_Current(info, _reply_chat_var.set(info.chat_id), guard.timer(), hold))
         return None
 
-    async def post_process(self, message: Any, data: dict[str, Any], exception: Any) -> None:
+    async def _post(self, kind: str, message: Any, data: dict[str, Any], exception: Any) -> None:
         """Turn release, timing end."""
-        current: _Current | None = data.get(_STATE)
+        current = _end()
         if current is None:
             return
-        _reply_chat_var.reset(current.token)
         if current.hold is not None:
             current.hold.release()
-        _record(self.guard, current, exception)
+        self.guard.record_update(current.info, current.started, exception is not None)
+
+
+_MAX_SIGNATURES: Final = 1024
+
+
+def _not_timed(started: float, error: bool, info: Any) -> None:
+    """The stopwatch of a guard without a monitor."""
+
+
+def _fast_path(bot: telebot.TeleBot, middleware: GuardMiddleware) -> None:
+    """Run the guard without telebot's generic middleware loop while it is the only middleware.
+
+    With class middlewares on, telebot runs every update through a loop that
+    calls ``inspect.signature`` on each handler and reaches middleware hooks
+    through ``hasattr``/``getattr``: more than its bare dispatch costs.  This
+    replaces the bot's ``_notify_command_handlers`` with the same steps for
+    the common case (the guard's middleware alone): the guard's decision,
+    then telebot's handler calling convention (``data`` or its keys by
+    parameter name, ``pass_bot``, ``ContinueHandling``, errors to the bot's
+    exception handler), each handler's parameters read once, ``data`` built
+    only for a handler that takes more than the update.  With any other
+    middleware, telebot's own methods run, unchanged.
+    """
+    original = bot._notify_command_handlers
+    guard = middleware.guard
+    timer = guard.timer
+    stops: dict[str, Callable[[float, bool, Any], None]] = {}  # update type -> its stopwatch
+    test = bot._test_message_handler
+    logger = telebot.logger
+    continuing = handler_backends.ContinueHandling
+    signatures: dict[int, tuple[Any, tuple[str, ...]]] = {}
+
+    def parameters(function: Any) -> tuple[str, ...]:
+        known = signatures.get(id(function))
+        if known is not None and known[0] is function:
+            return known[1]
+        names = tuple(inspect.signature(function).parameters)
+        if len(signatures) >= _MAX_SIGNATURES:
+            signatures.clear()
+        signatures[id(function)] = (function, names)
+        return names
+
+    def notify(handlers: Any, new_messages: Any, update_type: str) -> None:
+        middlewares = bot.middlewares
+        if not middlewares or len(middlewares) != 1 or middlewares[0] is not middleware:
+            original(handlers, new_messages, update_type)  # type: ignore[no-untyped-call]
+            return
+        if bot.threaded:
+            for message in new_messages:
+                bot.worker_pool.put(  # type: ignore[no-untyped-call]
+                    run, message, handlers=handlers, update_type=update_type
+                )
+            return
+        for message in new_messages:  # telebot's _exec_task, unthreaded
+            try:
+                run(message, handlers, update_type)
+            except Exception as exc:
+                if not bot._handle_exception(exc):
+                    raise
+
+    def stopwatch(kind: str) -> Callable[[float, bool, Any], None]:
+        stop = guard.recorder(f"update.{kind}") or _not_timed
+        return stops.setdefault(kind, stop)
+
+    def run(message: Any, handlers: Any, update_type: str) -> None:
+        kind = _KIND_OF.get(update_type, update_type)
+        info = update_info(message, kind)
+        verdict = guard.check_limit(info)
+        if not verdict.proceed:
+            if verdict.notice is not None:
+                _notify_sync(bot, message, info, verdict.notice)
+            return
+        token = _reply_chat_var.set(info[3])
+        started = timer()
+        data: dict[str, Any] | None = None
+        error: Exception | None = None
+        try:
+            for handler in handlers:
+                if not test(handler, message):  # type: ignore[no-untyped-call]
+                    continue
+                function = handler["function"]
+                params = parameters(function)
+                if len(params) == 1:
+                    result = function(message)
+                else:
+                    if data is None:
+                        state = guard.handler_state(info)
+                        data = {} if state is None else {"user_state": state}
+                    if "data" in params:
+                        if len(params) == 2:
+                            result = function(message, data)
+                        elif len(params) == 3:
+                            result = function(message, data=data, bot=bot)
+                        else:
+                            logger.error(
+                                "It is not allowed to pass data and values inside data to the "
+                                f"handler. Check your handler: {function}"
+                            )
+                            return
+                    else:
+                        given = {key: value for key, value in data.items() if key in params}
+                        if handler.get("pass_bot"):
+                            given["bot"] = bot
+                        if len(given) > len(params) - 1:
+                            logger.error(
+                                "You are passing more parameters than the handler needs. "
+                                f"Check your handler: {function}"
+                            )
+                            return
+                        result = function(message, **given)
+                if not isinstance(result, continuing):
+                    break
+        except Exception as exc:
+            error = exc
+            if not bot._handle_exception(exc):
+                logger.error(str(exc))
+                logger.debug("Exception traceback:\n%s", traceback.format_exc())
+        finally:
+            _reply_chat_var.reset(token)
+        (stops.get(kind) or stopwatch(kind))(started, error is not None, info)
+
+    bot._notify_command_handlers = notify  # type: ignore[method-assign]
 
 
 def kind_of(obj: Any) -> str:
@@ -404,21 +548,6 @@ _KIND_BY_TYPE: Final[dict[str, str]] = {
 }
 
 
-def _record(guard: IncomingGuard, current: _Current, exception: Any) -> None:
-    monitor = guard.monitor
-    if monitor is None:
-        return
-    info = current.info
-    monitor.record(
-        f"update.{info.kind}",
-        max(0.0, time.perf_counter() - current.started),
-        error=exception is not None,
-        update=info.kind,
-        user_id=info.user_id,
-        chat_id=info.chat_id,
-    )
-
-
 def _notify_sync(bot: telebot.TeleBot, obj: Any, info: UpdateInfo, text: str) -> None:
     try:
         if type(obj).__name__ == "CallbackQuery":
@@ -451,11 +580,13 @@ class _RunnerPool:
         runner._on_error = self._on_error
 
     def put(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        if len(args) >= 4 and isinstance(args[3], str):  # _run_middlewares_and_handler
-            info = update_info(args[0], args[3])
+        # _run_middlewares_and_handler(message, handlers=..., middlewares=..., update_type=...)
+        update_type = kwargs.get("update_type", args[3] if len(args) >= 4 else None)
+        if args and isinstance(update_type, str):
+            info = update_info(args[0], _kind(update_type))
         else:
-            info = UpdateInfo("unknown")
-        self.runner.submit(info, lambda: func(*args, **kwargs))
+            info = UpdateInfo("unknown")  # a next-step or reply handler: no order key
+        self.runner.submit(info, functools.partial(func, *args, **kwargs))
 
     def _on_error(self, exc: BaseException) -> None:
         handler = self.telebot.exception_handler
@@ -476,10 +607,13 @@ class _RunnerPool:
 
 
 def _dedup_sync(bot: telebot.TeleBot, guard: IncomingGuard) -> None:
+    if guard.dedup is None:
+        return
     original = bot.process_new_updates
+    drop_duplicates = guard.drop_duplicates
 
     def process_new_updates(updates: list[Any]) -> None:
-        fresh = [u for u in updates if not guard.seen_update(u.update_id)]
+        fresh = drop_duplicates(updates, _update_id)
         if fresh:
             original(fresh)
         elif updates:
@@ -496,7 +630,10 @@ def _dedup_async(bot: AsyncTeleBot, guard: IncomingGuard, runner: UpdateRunner |
 
     async def process_new_updates(updates: list[Any]) -> None:
         nonlocal pending
-        fresh = [u for u in updates if not guard.seen_update(u.update_id)]
+        if guard.asynchronous:
+            fresh = await guard.adrop_duplicates(updates, _update_id)
+        else:
+            fresh = guard.drop_duplicates(updates, _update_id)
         pending += len(fresh)
         try:
             if fresh:
@@ -590,8 +727,15 @@ def install(
             if bot.threaded:
                 bot.worker_pool.close()  # type: ignore[no-untyped-call]
                 bot.worker_pool = _RunnerPool(bot, runner)  # type: ignore[assignment]
+        if guard.asynchronous:
+            raise TypeError(
+                "a sync TeleBot needs a guard with sync pieces (RedisDeduplicator, "
+                "RedisBackend, RedisStateStore), not their async twins"
+            )
         _dedup_sync(bot, guard)
-        bot.setup_middleware(GuardMiddleware(bot, guard))
+        middleware = GuardMiddleware(bot, guard)
+        bot.setup_middleware(middleware)
+        _fast_path(bot, middleware)
     else:
         raise TypeError(f"install needs a TeleBot or AsyncTeleBot, got {type(bot).__name__}")
     if flood is not None:
