@@ -457,7 +457,13 @@ def _fast_path(bot: telebot.TeleBot, middleware: GuardMiddleware) -> None:
 
     def run(message: Any, handlers: Any, update_type: str) -> None:
         kind = _KIND_OF.get(update_type, update_type)
-        info = update_info(message, kind)
+        if type(message) is _Message:  # update_info's common case, one call less
+            where = message.chat
+            sender = message.from_user
+            user_id = sender.id if sender is not None else None
+            info = _new_info((kind, None, user_id, where.id, where.type))
+        else:
+            info = update_info(message, kind)
         verdict = guard.check_limit(info)
         if not verdict.proceed:
             if verdict.notice is not None:
@@ -611,9 +617,16 @@ def _dedup_sync(bot: telebot.TeleBot, guard: IncomingGuard) -> None:
         return
     original = bot.process_new_updates
     drop_duplicates = guard.drop_duplicates
+    seen_update = guard.seen_update
 
     def process_new_updates(updates: list[Any]) -> None:
-        fresh = drop_duplicates(updates, _update_id)
+        if len(updates) == 1:  # a webhook's update: one question, no list to build
+            if not seen_update(updates[0].update_id):
+                original(updates)
+                return
+            fresh = []
+        else:
+            fresh = drop_duplicates(updates, _update_id)
         if fresh:
             original(fresh)
         elif updates:

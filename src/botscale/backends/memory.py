@@ -181,9 +181,10 @@ class MemoryBackend:
         one = 1
         int_repr = int.__repr__  # to_key's answer for a plain int, one call cheaper
         granted = refused = 0
+        large = make(Decision, (True, -1, 0.0))
 
         def try_acquire(key: Key, cost: int = 1) -> Decision:
-            nonlocal granted, refused
+            nonlocal granted, refused, large
             if type(key) is not str:
                 k = int_repr(key) if type(key) is int else to_key(key)
             else:
@@ -209,7 +210,9 @@ class MemoryBackend:
                     remaining = floor((limit - debt) / interval)
                     if remaining < cached:
                         return allowed[remaining]
-                    return make(Decision, (True, remaining, 0.0))
+                    if remaining != large[1]:  # a burst above the shared decisions' range:
+                        large = make(Decision, (True, remaining, 0.0))  # keep the last one
+                    return large
                 if tat is not None:
                     move_to_end(k)
                 refused += 1
