@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from botscale import ConfigurationError, Rate
-from botscale.testing import FakeClock, FloodControl, FloodLimits, TelegramSimulator
+from botscale.testing import FakeClock, FloodEnforcer, FloodLimits, TelegramSimulator
 from botscale.testing._api import ApiError
 from botscale.testing._flood import is_limited_method
 
@@ -23,7 +23,7 @@ from botscale.testing._flood import is_limited_method
 
 
 def test_private_chat_allows_a_short_burst_then_one_per_second(clock: FakeClock) -> None:
-    flood = FloodControl(clock=clock)
+    flood = FloodEnforcer(clock=clock)
     assert [flood.check(1, "private", "sendMessage") for _ in range(4)] == [None, None, None, 1]
     clock.advance(0.5)
     assert flood.check(1, "private", "sendMessage") == 1
@@ -36,7 +36,7 @@ def test_private_chat_allows_a_short_burst_then_one_per_second(clock: FakeClock)
 
 
 def test_group_allows_twenty_per_minute(clock: FakeClock) -> None:
-    flood = FloodControl(clock=clock)
+    flood = FloodEnforcer(clock=clock)
     assert all(flood.check(-5, "supergroup", "sendMessage") is None for _ in range(20))
     assert flood.check(-5, "supergroup", "sendPhoto") == 3  # one token per 3 s
     clock.advance(3.0)
@@ -45,7 +45,7 @@ def test_group_allows_twenty_per_minute(clock: FakeClock) -> None:
 
 
 def test_bot_wide_limit_of_thirty_per_second_spans_chats(clock: FakeClock) -> None:
-    flood = FloodControl(clock=clock)
+    flood = FloodEnforcer(clock=clock)
     results = [flood.check(chat, "private", "sendMessage") for chat in range(40)]
     assert results.count(None) == 30
     assert results[30:] == [1] * 10
@@ -55,7 +55,7 @@ def test_bot_wide_limit_of_thirty_per_second_spans_chats(clock: FakeClock) -> No
 
 
 def test_flood_limits_can_be_switched_off(clock: FakeClock) -> None:
-    flood = FloodControl(FloodLimits.off(), clock=clock)
+    flood = FloodEnforcer(FloodLimits.off(), clock=clock)
     assert all(flood.check(1, "private", "sendMessage") is None for _ in range(1000))
 
 
@@ -89,7 +89,7 @@ def test_no_window_ever_exceeds_burst_plus_rate(
     limits = FloodLimits(
         per_bot=None, per_private_chat=Rate(per_second, 1.0), per_private_chat_burst=burst
     )
-    flood = FloodControl(limits, clock=clock)
+    flood = FloodEnforcer(limits, clock=clock)
     allowed: list[float] = []
     for gap in gaps:
         clock.advance(gap)
@@ -332,6 +332,73 @@ async def test_updates_excluded_by_allowed_updates_are_never_created() -> None:
         await exchange.wait(1)
     assert sim.stats.filtered_updates == 1
     assert sim.pending_updates == 0
+
+
+async def test_injected_429_refuses_only_that_chats_sends_and_counts_like_a_real_one(
+    clock: FakeClock,
+) -> None:
+    sim = TelegramSimulator(clock=clock)
+    victim, other = sim.user(), sim.user()
+    update = victim.send("hello")
+    sim.inject_429(victim.chat_id, retry_after=7, count=2)
+    await sim.dispatch("getChat", {"chat_id": victim.chat_id})  # not a sending call: untouched
+    await sim.dispatch("sendMessage", {"chat_id": other.chat_id, "text": "news"})
+    for _ in range(2):
+        with pytest.raises(ApiError) as refused:
+            await sim.dispatch("sendMessage", {"chat_id": str(victim.chat_id), "text": "re"})
+        assert (refused.value.status, refused.value.parameters) == (429, {"retry_after": 7})
+        assert refused.value.description == "Too Many Requests: retry after 7"
+    answered = [update.answered]  # the refused reply claimed the update...
+    await sim.dispatch("sendMessage", {"chat_id": victim.chat_id, "text": "re"})
+    answered.append(update.answered)  # ...and its retry answered it
+    assert answered == [False, True]
+    stats = sim.stats
+    assert stats.rate_limited == 2
+    assert stats.rate_limited_by_chat == {victim.chat_id: 2}
+    assert stats.rate_limited_by_method == {"sendMessage": 2}
+    assert [c.status for c in sim.calls if c.method == "sendMessage"] == [200, 429, 429, 200]
+
+
+async def test_injected_errors_match_method_and_chat(clock: FakeClock) -> None:
+    sim = TelegramSimulator(clock=clock)
+    user = sim.user()
+    sim.inject_error(502, method="sendmessage")
+    sim.inject_429(user.chat_id, retry_after=1, method="sendPhoto")
+    await sim.dispatch("getMe", {})  # another method: untouched
+    with pytest.raises(ApiError) as bad_gateway:
+        await sim.dispatch("sendMessage", {"chat_id": user.chat_id, "text": "x"})
+    assert (bad_gateway.value.status, bad_gateway.value.description) == (502, "Bad Gateway")
+    await sim.dispatch("sendMessage", {"chat_id": user.chat_id, "text": "x"})  # used up
+    with pytest.raises(ApiError, match="retry after 1"):
+        await sim.dispatch("sendPhoto", {"chat_id": user.chat_id, "photo": "p"})
+    sim.inject_error(500, description="Internal Server Error: restart")
+    with pytest.raises(ApiError, match="restart"):
+        await sim.dispatch("getUpdates", {"timeout": 0})  # any call, polling included
+    sim.inject_error(
+        403, chat_id=user.chat_id, description="Forbidden: bot was blocked by the user"
+    )
+    await sim.dispatch("getMe", {})  # no chat: not this fault's call
+    with pytest.raises(ApiError, match="blocked"):
+        await sim.dispatch("sendMessage", {"chat_id": user.chat_id, "text": "x"})
+    assert sim.stats.errors == 3
+    assert sim.stats.rate_limited == 1
+    assert sim.api.faults == []
+
+
+def test_fault_injection_rejects_bad_arguments() -> None:
+    sim = TelegramSimulator()
+    with pytest.raises(ValueError, match="retry_after"):
+        sim.inject_429(1, retry_after=0)
+    with pytest.raises(ValueError, match="count"):
+        sim.inject_429(1, retry_after=1, count=0)
+    with pytest.raises(TypeError, match="chat_id"):
+        sim.inject_429("1", retry_after=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="inject_429"):
+        sim.inject_error(429)
+    with pytest.raises(ValueError, match=r"400\.\.599"):
+        sim.inject_error(200)
+    with pytest.raises(ValueError, match="method"):
+        sim.inject_error(500, method="")
 
 
 def test_simulator_rejects_bad_configuration() -> None:

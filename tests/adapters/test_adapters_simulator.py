@@ -182,7 +182,7 @@ async def test_a_429_for_one_chat_delays_only_that_chat(framework: str) -> None:
     async with running(framework, Setup(limits=BOT_LIMITS)) as (sim, harness):
         chats = [sim.user().chat_id for _ in range(30)]
         victim = chats[7]
-        inject_429(sim, victim, retry_after=1)
+        sim.inject_429(victim, retry_after=1)
         started = time.monotonic()
         errors = await harness.broadcast(chats, "news")
         elapsed = time.monotonic() - started
@@ -200,21 +200,3 @@ async def test_a_429_for_one_chat_delays_only_that_chat(framework: str) -> None:
     assert s.flood_429 == 1
     assert s.bot_pauses == 0
     assert s.flood_by_chat == {str(victim): 1}
-
-
-def inject_429(sim: TelegramSimulator, chat_id: int, retry_after: int) -> None:
-    """Make the simulator refuse the next send to ``chat_id`` with a 429."""
-    flood: Any = sim.api.flood  # the simulator's limit enforcer
-    original = flood.check
-    pending = {chat_id}
-
-    def check(chat: int, chat_type: str, method: str) -> int | None:
-        if chat in pending:
-            pending.discard(chat)
-            flood.rate_limited += 1
-            flood.rate_limited_by_chat[chat] += 1
-            flood.rate_limited_by_method[method] += 1
-            return retry_after
-        return original(chat, chat_type, method)  # type: ignore[no-any-return]
-
-    flood.check = check

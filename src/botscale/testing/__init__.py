@@ -14,7 +14,7 @@ from ._clock import FakeClock
 
 if TYPE_CHECKING:
     from ._api import ApiError, Exchange, SimulatorStats
-    from ._flood import FloodControl, FloodLimits
+    from ._flood import FloodEnforcer, FloodLimits
     from ._load import (
         Burst,
         LoadProfile,
@@ -41,7 +41,7 @@ __all__ = [
     "Burst",
     "Exchange",
     "FakeClock",
-    "FloodControl",
+    "FloodEnforcer",
     "FloodLimits",
     "LoadProfile",
     "LoadReport",
@@ -73,7 +73,7 @@ _LAZY: dict[str, str] = {
     "BotHandle": "._runner",
     "Burst": "._load",
     "Exchange": "._api",
-    "FloodControl": "._flood",
+    "FloodEnforcer": "._flood",
     "FloodLimits": "._flood",
     "LoadProfile": "._load",
     "LoadReport": "._report",

@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import json
 import logging
+import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -22,13 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 from .._clock import Clock
-from ._flood import FloodControl, FloodLimits
+from ._flood import FloodEnforcer, FloodLimits, is_limited_method
 
 __all__ = [
     "ApiError",
     "BotApi",
     "ChatState",
     "Exchange",
+    "Fault",
     "JsonObject",
     "SimulatorStats",
     "error_body",
@@ -92,6 +94,36 @@ def error_body(status: int, description: str, parameters: JsonObject | None = No
 
 def _bad(description: str) -> ApiError:
     return ApiError(400, f"Bad Request: {description}")
+
+
+@dataclass(slots=True)
+class Fault:
+    """An error answer injected into the simulator (:meth:`TelegramSimulator.inject_error`).
+
+    Attributes:
+        status: the HTTP status and ``error_code`` (429, 500, 502...).
+        description: Telegram's ``description`` of the answer.
+        chat_id: only calls to this chat (``None``: any call).
+        method: only calls of this method, any case (``None``: any method; a
+            429 without a method matches the sending methods only).
+        remaining: calls still to be answered with it.
+        retry_after: a 429's ``parameters.retry_after``.
+    """
+
+    status: int
+    description: str
+    chat_id: int | None
+    method: str | None
+    remaining: int
+    retry_after: int | None = None
+
+    def matches(self, method: str, chat_id: int | None) -> bool:
+        """Whether a call of ``method`` (lower case) to ``chat_id`` gets this answer."""
+        if self.chat_id is not None and chat_id != self.chat_id:
+            return False
+        if self.method is not None:
+            return method == self.method
+        return self.status != 429 or is_limited_method(method)
 
 
 class Exchange:
@@ -390,7 +422,7 @@ class BotApi:
         self.token = token
         self.bot_user = bot_user
         self.clock = clock
-        self.flood = FloodControl(flood_limits, clock=clock)
+        self.flood = FloodEnforcer(flood_limits, clock=clock)
         self.record_limit = record_limit
         self.chats: dict[int, ChatState] = {}
         self.usernames: dict[str, int] = {}
@@ -407,6 +439,8 @@ class BotApi:
         self._callbacks: OrderedDict[str, Exchange] = OrderedDict()
         self._callback_limit = 100_000
         self._delivered_up_to = 0
+        self.faults: list[Fault] = []
+        self._faults_lock = threading.Lock()
 
     # -- chats and updates --------------------------------------------------
 
@@ -567,17 +601,69 @@ class BotApi:
     def _flood_check(self, chat: ChatState, method: str, params: Params) -> None:
         retry_after = self.flood.check(chat.id, chat.type, method)
         if retry_after is not None:
+            raise self._too_many_requests(chat, method, params, retry_after)
+
+    def _too_many_requests(
+        self, chat: ChatState | None, method: str, params: Params, retry_after: int
+    ) -> ApiError:
+        """The 429 answer; a refused reply claims the oldest unanswered update of its chat."""
+        if chat is not None:
             key = self._claim_key(method, params)
             unanswered = [e for e in chat.pending if e.answered_at is None]
             if not any(e.claim == key for e in unanswered):
                 victim = next((e for e in unanswered if e.claim is None), None)
                 if victim is not None:
                     victim.claim = key
-            raise ApiError(
-                429,
-                f"Too Many Requests: retry after {retry_after}",
-                {"retry_after": retry_after},
-            )
+        return ApiError(
+            429,
+            f"Too Many Requests: retry after {retry_after}",
+            {"retry_after": retry_after},
+        )
+
+    # -- injected faults ----------------------------------------------------
+
+    def inject(self, fault: Fault) -> None:
+        """Answer the next matching calls with ``fault`` (checked before anything else)."""
+        with self._faults_lock:
+            self.faults.append(fault)
+
+    def check_faults(self, method: str, raw: Mapping[str, Any]) -> None:
+        """Raise the injected answer for this call, if one matches (and use it up).
+
+        Raises:
+            ApiError: the injected answer.
+        """
+        if not self.faults:
+            return
+        name = method.lower()
+        chat_id = self._chat_id_of(raw.get("chat_id"))
+        with self._faults_lock:
+            fault = next((f for f in self.faults if f.matches(name, chat_id)), None)
+            if fault is None:
+                return
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self.faults.remove(fault)
+        if fault.status == 429:
+            assert fault.retry_after is not None
+            self.flood.count_refusal(chat_id, method)
+            chat = self.chats.get(chat_id) if chat_id is not None else None
+            raise self._too_many_requests(chat, method, Params(raw), fault.retry_after)
+        raise ApiError(fault.status, fault.description)
+
+    def _chat_id_of(self, raw: object) -> int | None:
+        """The chat a call addresses (a number, its text, or ``@username``), if any."""
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str):
+            text = raw.strip()
+            if text.startswith("@"):
+                return self.usernames.get(text[1:].lower())
+            try:
+                return int(text)
+            except ValueError:
+                return None
+        return None
 
     def _chat(self, params: Params, name: str = "chat_id") -> ChatState:
         raw = params.raw.get(name)

@@ -3,7 +3,7 @@
 Telegram answers ``429 Too Many Requests`` with ``parameters.retry_after``
 when a bot sends faster than about 30 messages per second overall, 1 message
 per second to one private chat (short bursts tolerated) or 20 messages per
-minute to one group.  :class:`FloodControl` applies the same three buckets
+minute to one group.  :class:`FloodEnforcer` applies the same three buckets
 with botscale's GCRA maths; it is pure apart from its injectable clock, so
 the rules are tested with :class:`~botscale.testing.FakeClock`.
 """
@@ -19,7 +19,7 @@ from .._clock import Clock
 from .._gcra import Rate, gcra_update
 from .._validation import check_positive_int, check_type
 
-__all__ = ["FloodControl", "FloodLimits", "is_limited_method"]
+__all__ = ["FloodEnforcer", "FloodLimits", "is_limited_method"]
 
 _LIMITED_PREFIXES = ("send", "forward", "copy", "editmessage")
 _UNLIMITED = frozenset({"sendchataction"})
@@ -71,8 +71,11 @@ class FloodLimits:
         return cls(per_bot=None, per_private_chat=None, per_group=None)
 
 
-class FloodControl:
-    """Decides whether a sending call passes Telegram's flood limits.
+class FloodEnforcer:
+    """Decides whether a sending call passes Telegram's flood limits (the server's side).
+
+    The simulator's enforcer of the limits a bot must stay under; the bot's
+    own side is :class:`botscale.FloodControl`.
 
     A call takes one token from the bot's bucket and one from its chat's
     bucket, or from neither: when either is empty the call is refused with
@@ -130,9 +133,7 @@ class FloodControl:
             )
             wait = max(wait, decision.retry_after)
         if wait > 0:
-            self.rate_limited += 1
-            self.rate_limited_by_chat[chat_id] += 1
-            self.rate_limited_by_method[method] += 1
+            self.count_refusal(chat_id, method)
             return max(1, math.ceil(wait))
         self.allowed += 1
         self._bot_tat = new_bot_tat
@@ -141,6 +142,13 @@ class FloodControl:
             if len(self._chat_tat) >= self._sweep_at:
                 self._sweep(now)
         return None
+
+    def count_refusal(self, chat_id: int | None, method: str) -> None:
+        """Count one ``429`` answer (this enforcer's, or one injected into the simulator)."""
+        self.rate_limited += 1
+        if chat_id is not None:
+            self.rate_limited_by_chat[chat_id] += 1
+        self.rate_limited_by_method[method] += 1
 
     def _sweep(self, now: float) -> None:
         # A TAT in the past means a full bucket: forgetting it changes nothing.

@@ -16,6 +16,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -27,6 +28,7 @@ from ._api import (
     ApiError,
     BotApi,
     CallRecord,
+    Fault,
     JsonObject,
     Params,
     SimulatorStats,
@@ -60,6 +62,15 @@ _POST: Final = frozenset({"POST", "PUT", "PATCH"})
 _TRANSPORT_METHODS: Final = frozenset(
     {"getupdates", "setwebhook", "deletewebhook", "getwebhookinfo"}
 )
+
+
+def _method_name(method: str | None) -> str | None:
+    if method is None:
+        return None
+    check_type("method", method, str, "a Bot API method name or None")
+    if not method:
+        raise ConfigurationError("method must not be empty")
+    return method.lower()
 
 
 def _json_response(web_mod: Any, body: JsonObject, status: int) -> web.Response:
@@ -339,6 +350,93 @@ class TelegramSimulator:
             info["username"] = username
         return VirtualChat(self.api, self.api.add_chat(chat_id, chat_type, info))
 
+    # -- fault injection ----------------------------------------------------
+
+    def inject_429(
+        self, chat_id: int, retry_after: int, *, count: int = 1, method: str | None = None
+    ) -> None:
+        """Refuse the next ``count`` sending calls to ``chat_id`` with ``429``.
+
+        The answer is Telegram's ``Too Many Requests: retry after N`` with
+        ``parameters.retry_after``; it is counted like a 429 of the flood
+        limits (``stats.rate_limited``, per chat and method), and a refused
+        reply claims its update like one.  Only calls the bot makes after this
+        call are refused.
+
+        Args:
+            chat_id: the chat whose calls are refused.
+            retry_after: the whole seconds to ask for (>= 1).
+            count: how many calls to refuse (>= 1).
+            method: only this method (any case); default every sending method.
+
+        Raises:
+            ConfigurationError, TypeError: a bad argument, named.
+        """
+        check_type("chat_id", chat_id, int, "an int chat id")
+        check_positive_int("retry_after", retry_after)
+        self.api.inject(
+            Fault(
+                429,
+                f"Too Many Requests: retry after {retry_after}",
+                chat_id,
+                _method_name(method),
+                check_positive_int("count", count),
+                retry_after,
+            )
+        )
+
+    def inject_error(
+        self,
+        status: int = 500,
+        *,
+        chat_id: int | None = None,
+        method: str | None = None,
+        count: int = 1,
+        description: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` matching calls with an error ``status`` (5xx, 4xx).
+
+        For a bot's handling of Telegram's failures: ``inject_error(502,
+        method="sendMessage")`` makes the next ``sendMessage`` fail with
+        ``502 Bad Gateway``; ``inject_error(500)`` fails the very next call of
+        any kind (``getUpdates`` included).  Counted in ``stats.errors``.
+        Use :meth:`inject_429` for flood answers.
+
+        Args:
+            status: the HTTP status and ``error_code``, 400..599 but not 429.
+            chat_id: only calls to this chat (default: any call).
+            method: only this method, any case (default: any method).
+            count: how many calls to fail (>= 1).
+            description: Telegram's ``description`` (default: the status's
+                reason phrase, e.g. ``"Bad Gateway"``).
+
+        Raises:
+            ConfigurationError, TypeError: a bad argument, named.
+        """
+        check_type("status", status, int, "an int HTTP status in 400..599 (not 429)")
+        if not 400 <= status <= 599 or status == 429:
+            raise ConfigurationError(
+                f"status must be an HTTP error status in 400..599 other than 429 "
+                f"(use inject_429), got {status!r}"
+            )
+        if chat_id is not None:
+            check_type("chat_id", chat_id, int, "an int chat id or None")
+        if description is None:
+            try:
+                description = HTTPStatus(status).phrase
+            except ValueError:
+                description = f"Error {status}"
+        check_type("description", description, str, "a str")
+        self.api.inject(
+            Fault(
+                status,
+                description,
+                chat_id,
+                _method_name(method),
+                check_positive_int("count", count),
+            )
+        )
+
     @property
     def stats(self) -> SimulatorStats:
         """A snapshot of the simulator's counters."""
@@ -442,6 +540,7 @@ class TelegramSimulator:
             ApiError: the error answer Telegram would give.
         """
         try:
+            self.api.check_faults(method, raw)
             result = await self._run(method, raw)
         except ApiError as exc:
             self.api.record(method, raw, exc.status, exc.description)
