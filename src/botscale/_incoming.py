@@ -672,6 +672,21 @@ class IncomingGuard:
             self._count("_unkeyed")
         return key
 
+    def admit_exempt(self, verdict: Verdict) -> None:
+        """Count an update an exempt handler (``rate_limit=False``) runs despite its arrival.
+
+        Adapters with an ordered runner decide the update-level limit when an
+        update arrives (:meth:`check_limit` before it is queued), so that a
+        burst is seen as a burst and not at the pace of the chat's replies;
+        the handler is known only when the update's turn comes.  The arrival
+        still counted against the user's budget; a denial is recounted here
+        as a pass (an allowed arrival was counted then).
+        """
+        if verdict.reason == "limited":
+            with self._counter_lock:
+                self._limited -= 1
+                self._passed += 1
+
     def count_passed(self) -> None:
         """Count an update handed to its handler without a limit check (an exempt handler)."""
         with self._counter_lock:

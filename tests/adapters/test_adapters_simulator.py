@@ -200,3 +200,50 @@ async def test_a_429_for_one_chat_delays_only_that_chat(framework: str) -> None:
     assert s.flood_429 == 1
     assert s.bot_pauses == 0
     assert s.flood_by_chat == {str(victim): 1}
+
+
+# Telegram's real per-chat pace: replies to one private chat go out at 1 msg/s.
+PACED_SERVER_LIMITS = FloodLimits(
+    per_bot=Rate(OVERALL, 1.0),
+    per_bot_burst=30,
+    per_private_chat=Rate(1, 1.0),
+    per_private_chat_burst=2,
+)
+PACED_BOT_LIMITS = TelegramLimits(
+    overall=Rate(OVERALL, 1.0),
+    overall_burst=3,
+    private=Rate(1, 1.0),
+    private_burst=1,
+    check_ceilings=False,
+)
+
+
+async def test_the_user_limit_sees_a_burst_when_it_arrives_not_at_the_pace_of_replies(
+    framework: str,
+) -> None:
+    # Replies are paced at 1/s per chat; handled one by one at that pace, the
+    # burst would refill the user's bucket as fast as it drains (issue 7).
+    guard = IncomingGuard("5/10s")
+    harness = Harness(framework, Setup(guard=guard, limits=PACED_BOT_LIMITS))
+    try:
+        async with TelegramSimulator(flood_limits=PACED_SERVER_LIMITS) as sim:
+            bot = harness.build(sim.base_url, sim.token)
+            async with serve_bot(bot, sim, poll_timeout=2) as handle:
+                await sim.wait_connected(15)
+                user = sim.user()
+                for i in range(30):
+                    user.send(f"spam {i}")
+                await until(lambda: guard.stats().passed + guard.stats().limited >= 30, 30)
+                await until(lambda: sim.sent_count(user.chat_id) >= 6, 30)
+                await asyncio.sleep(0.3)  # anything more would show up now
+                texts = [m["text"] for m in sim.sent_messages(user.chat_id)]
+                stats = sim.stats
+                sim.release_pollers()
+            assert handle.failure() is None
+    finally:
+        harness.close()
+    assert sorted(harness.handled) == sorted(f"spam {i}" for i in range(5))
+    assert sum(t.startswith("echo:") for t in texts) == 5
+    assert sum(t.startswith("Too many requests") for t in texts) == 1
+    assert guard.stats().limited == 25
+    assert stats.rate_limited == 0

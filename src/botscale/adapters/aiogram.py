@@ -59,7 +59,7 @@ from aiogram.methods.base import Response, TelegramType  # noqa: E402
 from aiogram.types import TelegramObject, Update  # noqa: E402
 
 from .._flood import AsyncFloodControl, OutgoingRequest, _reply_chat_var  # noqa: E402
-from .._incoming import HandlerLimit, IncomingGuard, UpdateInfo  # noqa: E402
+from .._incoming import HandlerLimit, IncomingGuard, UpdateInfo, Verdict, _new_info  # noqa: E402
 from .._state import MemoryStateStore  # noqa: E402
 from .._telegram import ApiFailure, FailureKind  # noqa: E402
 from .._updates import POLLING_TIMEOUT, UpdateRunner  # noqa: E402
@@ -116,17 +116,16 @@ def update_info(update: Update, data: Mapping[str, Any] | None = None) -> Update
             kind = update.event_type
         except Exception:  # an update type newer than this aiogram
             kind = "unknown"
+    user_id = user.id if user is not None else None
     if chat is None:
-        return UpdateInfo(kind, update.update_id, user.id if user is not None else None)
-    return UpdateInfo(
-        kind, update.update_id, user.id if user is not None else None, chat.id, chat.type
-    )
+        return _new_info((kind, update.update_id, user_id, None, None))
+    return _new_info((kind, update.update_id, user_id, chat.id, chat.type))
 
 
 def _admit(guard: IncomingGuard, update: Update, data: dict[str, Any]) -> UpdateInfo | None:
     """Describe and de-duplicate ``update`` once; ``None`` for a duplicate.
 
-    Puts ``update_info`` (and ``user_state``) into the handler data.  A guard
+    Puts ``update_info`` into the handler data.  A guard
     with an async dedup store goes through :func:`_aadmit` instead.
     """
     admitted = _admitted.get()
@@ -138,8 +137,6 @@ def _admit(guard: IncomingGuard, update: Update, data: dict[str, Any]) -> Update
             return None
         _admitted.set((update, info))
     data["update_info"] = info
-    if guard.state is not None:
-        data["user_state"] = guard.handler_state(info)
     return info
 
 
@@ -154,8 +151,6 @@ async def _aadmit(guard: IncomingGuard, update: Update, data: dict[str, Any]) ->
             return None
         _admitted.set((update, info))
     data["update_info"] = info
-    if guard.state is not None:
-        data["user_state"] = guard.handler_state(info)
     return info
 
 
@@ -170,6 +165,26 @@ async def _deliver_notice(bot: Bot | None, update: Update, info: UpdateInfo, tex
             await bot.send_message(info.chat_id, text)
     except Exception:
         _log.warning("could not send the rate-limit notice to chat %s", info.chat_id, exc_info=True)
+
+
+_ARRIVAL: Final = "botscale_arrival_verdict"
+"""The handler data key of an update's arrival verdict (the update-level limit)."""
+
+
+def _has_exempt_handler(dispatcher: object) -> bool:
+    """Whether a handler of ``dispatcher`` (or its routers) has ``rate_limit=False``.
+
+    Asked for denied updates only; ``True`` when unknown (the update then
+    goes on to be dropped at handling unless its handler is exempt).
+    """
+    if not isinstance(dispatcher, Dispatcher):
+        return True
+    for router in dispatcher.chain_tail:
+        for observer in router.observers.values():
+            for handler in observer.handlers:
+                if handler.flags.get("rate_limit") is False:
+                    return True
+    return False
 
 
 class IncomingMiddleware(BaseMiddleware):
@@ -199,7 +214,19 @@ class IncomingMiddleware(BaseMiddleware):
             return UNHANDLED
         if self.runner is None:
             return await handler(event, data)
+        # The update-level limit is decided now, on arrival: in the runner a
+        # chat's updates wait for each other, at the pace of their replies.
+        verdict = await guard.acheck_limit(info) if guard.asynchronous else guard.check_limit(info)
+        if not verdict.proceed and not _has_exempt_handler(data.get("dispatcher")):
+            if verdict.notice is not None:
+                await _deliver_notice(data.get("bot"), event, info, verdict.notice)
+            return UNHANDLED
+        data[_ARRIVAL] = verdict  # a denial reaches only an exempt handler (rate_limit=False)
         return await self.runner.run(info, lambda: handler(event, data))
+
+
+_HandlerFacts = tuple[HandlerObject, "HandlerLimit | bool | None", str, Any, bool]
+"""A handler, its ``rate_limit`` flag, timing name, stopwatch, whether it takes ``user_state``."""
 
 
 class HandlerMiddleware(BaseMiddleware):
@@ -215,18 +242,24 @@ class HandlerMiddleware(BaseMiddleware):
 
     def __init__(self, guard: IncomingGuard) -> None:
         self.guard = guard
-        self._flags: dict[int, tuple[HandlerObject, HandlerLimit | bool | None, str, Any]] = {}
+        self._timer = guard.timer
+        self._flags: dict[int, _HandlerFacts] = {}
 
-    def _flag_of(self, handler: HandlerObject) -> tuple[HandlerLimit | bool | None, str, Any]:
-        """The handler's ``rate_limit`` flag, its name and its stopwatch (``None``: untimed)."""
-        cached = self._flags.get(id(handler))
-        if cached is not None and cached[0] is handler:
-            return cached[1], cached[2], cached[3]
-        flag = HandlerLimit.coerce(handler.flags.get("rate_limit"))
+    def _facts(self, handler: HandlerObject) -> _HandlerFacts:
+        """What the middleware needs to know about a handler, worked out once."""
+        facts = self._flags.get(id(handler))
+        if facts is not None and facts[0] is handler:
+            return facts
         name = "handler." + (getattr(handler.callback, "__qualname__", None) or repr(handler))
-        stop = self.guard.recorder(name)
-        self._flags[id(handler)] = (handler, flag, name, stop)
-        return flag, name, stop
+        facts = (
+            handler,
+            HandlerLimit.coerce(handler.flags.get("rate_limit")),
+            name,
+            self.guard.recorder(name),
+            self.guard.state is not None and (handler.varkw or "user_state" in handler.params),
+        )
+        self._flags[id(handler)] = facts
+        return facts
 
     async def __call__(self, handler: _Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         guard = self.guard
@@ -243,13 +276,25 @@ class HandlerMiddleware(BaseMiddleware):
                 return None
         handler_object = data.get("handler")
         if isinstance(handler_object, HandlerObject):
-            flag, name, stop = self._flag_of(handler_object)
+            _, flag, name, stop, wants_state = self._facts(handler_object)
         else:
             flag, name, stop = None, "handler.unknown", guard.recorder("handler.unknown")
+            wants_state = guard.state is not None
+        arrival: Verdict | None = data.get(_ARRIVAL)  # decided by IncomingMiddleware
         if flag is False:
-            guard.count_passed()
+            if arrival is None:
+                guard.count_passed()
+            else:
+                guard.admit_exempt(arrival)
         else:
-            if guard.asynchronous:
+            if arrival is not None:
+                verdict = arrival
+                if verdict.proceed and isinstance(flag, HandlerLimit):
+                    if guard.asynchronous:
+                        verdict = await guard.acheck_handler(info, flag, name)
+                    else:
+                        verdict = guard.check_handler(info, flag, name)
+            elif guard.asynchronous:
                 verdict = await guard.acheck_limit(info)
                 if verdict.proceed and isinstance(flag, HandlerLimit):
                     verdict = await guard.acheck_handler(info, flag, name)
@@ -263,13 +308,15 @@ class HandlerMiddleware(BaseMiddleware):
                     if isinstance(update, Update):
                         await _deliver_notice(data.get("bot"), update, info, verdict.notice)
                 return None
+        if wants_state and "user_state" not in data:  # built for handlers that take it
+            data["user_state"] = guard.handler_state(info)
         token = _reply_chat_var.set(info[3])
         if stop is None:
             try:
                 return await handler(event, data)
             finally:
                 _reply_chat_var.reset(token)
-        started = guard.timer()
+        started = self._timer()
         try:
             result = await handler(event, data)
         except BaseException as exc:

@@ -219,7 +219,10 @@ class OrderedUpdateProcessor(BaseUpdateProcessor):
 
     Args:
         runner: the runner (default ``UpdateRunner()``).
-        guard: times every update in its monitor (``update.<kind>``).
+        guard: decides each update on arrival (de-duplication and the
+            update-level limit, before the update waits for its chat's turn;
+            a denied update never enters the runner but for its notice) and
+            times every update in its monitor (``update.<kind>``).
     """
 
     def __init__(
@@ -233,7 +236,20 @@ class OrderedUpdateProcessor(BaseUpdateProcessor):
         """Hand the update to the runner (returns once it is accepted, not finished)."""
         info = update_info(update)
         guard = self.guard
-        if guard is None or guard.monitor is None:
+        if guard is not None and isinstance(update, Update):
+            # Decided on arrival, before the update waits for its chat's turn
+            # (at the pace of the chat's replies): a burst is seen as one.
+            verdict = await guard.acheck(info) if guard.asynchronous else guard.check(info)
+            if not verdict.proceed:
+                _close(coroutine)
+                if verdict.notice is not None:  # sent in the chat's turn, like a reply
+                    notice = functools.partial(_send_notice, update, info, verdict.notice)
+                    await self.runner.submit(info, notice)
+                return
+            _decided[id(update)] = update
+            job = functools.partial(_decided_update, guard, update, info, coroutine)
+            await self.runner.submit(info, job)
+        elif guard is None or guard.monitor is None:
             await self.runner.submit(info, functools.partial(_awaited, coroutine))
         else:
             await self.runner.submit(info, functools.partial(_timed_update, guard, info, coroutine))
@@ -244,6 +260,38 @@ class OrderedUpdateProcessor(BaseUpdateProcessor):
     async def shutdown(self) -> None:
         """Wait for the accepted updates to finish."""
         await self.runner.join()
+
+
+_decided: dict[int, Update] = {}
+"""Updates the processor let through on arrival (by ``id``): the guard handler lets them on."""
+
+
+def _close(coroutine: Awaitable[Any]) -> None:
+    close = getattr(coroutine, "close", None)
+    if close is not None:
+        close()  # never run: no "never awaited" warning
+
+
+async def _send_notice(update: Update, info: UpdateInfo, text: str) -> None:
+    try:
+        if update.callback_query is not None:
+            await update.callback_query.answer(text)
+        elif info.chat_id is not None:
+            await update.get_bot().send_message(info.chat_id, text)
+    except Exception:
+        _log.warning("could not send the rate-limit notice to chat %s", info.chat_id, exc_info=True)
+
+
+async def _decided_update(
+    guard: IncomingGuard, update: Update, info: UpdateInfo, coroutine: Awaitable[Any]
+) -> None:
+    try:
+        if guard.monitor is None:
+            await coroutine
+        else:
+            await _timed_update(guard, info, coroutine)
+    finally:
+        _decided.pop(id(update), None)
 
 
 async def _awaited(coroutine: Awaitable[Any]) -> None:
@@ -301,6 +349,11 @@ class GuardHandler(BaseHandler[Update, Any, Any]):
             if count != self._known:  # handlers were added since: time them too
                 self._known = count
                 monitor_handlers(app, guard)
+        if _decided.get(id(update)) is update:  # decided on arrival by OrderedUpdateProcessor
+            info = update_info(update)
+            _current.set((info, guard))
+            _reply_chat_var.set(info[3])
+            return False
         if guard.asynchronous:
             return True  # decided in handle_update, where it can be awaited
         info = update_info(update)

@@ -57,7 +57,7 @@ from .._flood import (  # noqa: E402
     OutgoingRequest,
     _reply_chat_var,
 )
-from .._incoming import IncomingGuard, UpdateInfo, _new_info  # noqa: E402
+from .._incoming import PROCEED, IncomingGuard, UpdateInfo, _new_info  # noqa: E402
 from .._telegram import (  # noqa: E402
     ApiFailure,
     FailureKind,
@@ -331,7 +331,7 @@ class GuardMiddleware(_UpdateSensitive, handler_backends.BaseMiddleware):
         """Limit, notice, state, timing start."""
         info = update_info(message, kind)
         guard = self.guard
-        verdict = guard.check_limit(info)
+        verdict = PROCEED if _arrived.get() is message else guard.check_limit(info)
         if not verdict.proceed:
             if verdict.notice is not None:
                 _notify_sync(self.bot, message, info, verdict.notice)
@@ -464,7 +464,7 @@ def _fast_path(bot: telebot.TeleBot, middleware: GuardMiddleware) -> None:
             info = _new_info((kind, None, user_id, where.id, where.type))
         else:
             info = update_info(message, kind)
-        verdict = guard.check_limit(info)
+        verdict = PROCEED if _arrived.get() is message else guard.check_limit(info)
         if not verdict.proceed:
             if verdict.notice is not None:
                 _notify_sync(bot, message, info, verdict.notice)
@@ -574,12 +574,34 @@ async def _notify_async(bot: AsyncTeleBot, obj: Any, info: UpdateInfo, text: str
         _log.warning("could not send the rate-limit notice to chat %s", info.chat_id, exc_info=True)
 
 
+_arrived: contextvars.ContextVar[object] = contextvars.ContextVar(
+    "botscale_telebot_arrived", default=None
+)
+"""The update being handled, when its update-level limit was decided on arrival."""
+
+
+def _allowed_on_arrival(
+    message: object, func: Callable[..., Any], args: Any, kwargs: dict[str, Any]
+) -> None:
+    token = _arrived.set(message)
+    try:
+        func(*args, **kwargs)
+    finally:
+        _arrived.reset(token)
+
+
 class _RunnerPool:
     """TeleBot's worker-pool interface on a :class:`~botscale.ThreadedUpdateRunner`."""
 
-    def __init__(self, bot: telebot.TeleBot, runner: ThreadedUpdateRunner) -> None:
+    def __init__(
+        self,
+        bot: telebot.TeleBot,
+        runner: ThreadedUpdateRunner,
+        guard: IncomingGuard | None = None,
+    ) -> None:
         self.telebot = bot
         self.runner = runner
+        self.guard = guard
         self.exception_event = threading.Event()
         self.exception_info: BaseException | None = None
         self.num_threads = runner.concurrency
@@ -590,6 +612,21 @@ class _RunnerPool:
         update_type = kwargs.get("update_type", args[3] if len(args) >= 4 else None)
         if args and isinstance(update_type, str):
             info = update_info(args[0], _kind(update_type))
+            guard = self.guard
+            if guard is not None and guard.limiter is not None and not guard.asynchronous:
+                # The update-level limit, decided on arrival: in the runner a
+                # chat's updates wait for each other, at the pace of its replies.
+                verdict = guard.check_limit(info)
+                if not verdict.proceed:
+                    if verdict.notice is not None:  # sent in the chat's turn, like a reply
+                        notice = functools.partial(
+                            _notify_sync, self.telebot, args[0], info, verdict.notice
+                        )
+                        self.runner.submit(info, notice)
+                    return
+                job = functools.partial(_allowed_on_arrival, args[0], func, args, kwargs)
+                self.runner.submit(info, job)
+                return
         else:
             info = UpdateInfo("unknown")  # a next-step or reply handler: no order key
         self.runner.submit(info, functools.partial(func, *args, **kwargs))
@@ -739,7 +776,7 @@ def install(
                 raise TypeError("a threaded TeleBot needs a ThreadedUpdateRunner")
             if bot.threaded:
                 bot.worker_pool.close()  # type: ignore[no-untyped-call]
-                bot.worker_pool = _RunnerPool(bot, runner)  # type: ignore[assignment]
+                bot.worker_pool = _RunnerPool(bot, runner, guard)  # type: ignore[assignment]
         if guard.asynchronous:
             raise TypeError(
                 "a sync TeleBot needs a guard with sync pieces (RedisDeduplicator, "
