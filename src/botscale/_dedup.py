@@ -16,6 +16,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import NamedTuple
 
 from ._clock import Clock
@@ -99,6 +100,11 @@ class Deduplicator:
         # sweep until it can find something.
         self._front = -math.inf
         self._aio: AsyncDeduplicator | None = None
+        # Like RateLimiter with its memory backend: the per-update method runs
+        # in one frame over local names, bound once (unless a subclass overrides it).
+        self._seen = self._bind_seen()
+        if type(self).seen is Deduplicator.seen:
+            self.seen = self._seen  # type: ignore[method-assign, assignment]
 
     def seen(self, key: Key) -> bool:
         """``False`` if ``key`` is new in the window (and remember it), ``True`` for a duplicate.
@@ -110,29 +116,46 @@ class Deduplicator:
         Raises:
             TypeError: a key that is not ``str`` or ``int``.
         """
-        if key.__class__ not in _KEY_TYPES:
-            check_key(key)
-        with self._lock:
-            now = self._clock()
-            ids = self._ids
-            expires = ids.get(key)
-            if expires is not None:
-                if now < expires:
-                    self._duplicates += 1
-                    return True
-                del ids[key]
-                self._evicted_ttl += 1
-            if now >= self._front:
-                self._sweep(now, _SWEEP_STEP)
-            while len(ids) >= self._maxsize:
-                _, oldest = ids.popitem(last=False)
-                if oldest <= now:
+        return self._seen(key)
+
+    def _bind_seen(self) -> Callable[[Key], bool]:
+        """:meth:`seen` over local names, for this deduplicator."""
+        lock = self._lock
+        clock = self._clock
+        ids = self._ids
+        get = ids.get
+        popitem = ids.popitem
+        sweep = self._sweep
+        maxsize = self._maxsize
+        ttl = self._ttl
+        key_types = _KEY_TYPES
+
+        def seen(key: Key) -> bool:
+            if key.__class__ not in key_types:
+                check_key(key)
+            with lock:
+                now = clock()
+                expires = get(key)
+                if expires is not None:
+                    if now < expires:
+                        self._duplicates += 1
+                        return True
+                    del ids[key]
                     self._evicted_ttl += 1
-                else:
-                    self._evicted_size += 1
-            ids[key] = now + self._ttl
-            self._accepted += 1
-            return False
+                if now >= self._front:
+                    sweep(now, _SWEEP_STEP)
+                while len(ids) >= maxsize:
+                    _, oldest = popitem(last=False)
+                    if oldest <= now:
+                        self._evicted_ttl += 1
+                    else:
+                        self._evicted_size += 1
+                ids[key] = now + ttl
+                self._accepted += 1
+                return False
+
+        seen.__doc__ = Deduplicator.seen.__doc__
+        return seen
 
     def forget(self, key: Key) -> bool:
         """Drop ``key`` so that its next arrival is accepted; ``True`` if it was remembered.

@@ -478,7 +478,11 @@ def _fast_path(bot: telebot.TeleBot, middleware: GuardMiddleware) -> None:
                 if not test(handler, message):  # type: ignore[no-untyped-call]
                     continue
                 function = handler["function"]
-                params = parameters(function)
+                known = signatures.get(id(function))  # parameters(), inline when known
+                if known is not None and known[0] is function:
+                    params = known[1]
+                else:
+                    params = parameters(function)
                 if len(params) == 1:
                     result = function(message)
                 else:
