@@ -8,8 +8,11 @@ from typing_extensions import assert_type
 
 from botscale import (
     ApiFailure,
+    AsyncDedupStore,
     AsyncFloodBudget,
     AsyncFloodControl,
+    AsyncStateStore,
+    AsyncUserState,
     FailureKind,
     FloodBudget,
     FloodControl,
@@ -64,6 +67,23 @@ assert_type(guard.stats(), IncomingStats)
 assert_type(guard.user_state(UpdateInfo("message")), UserState | None)
 
 
+async def incoming_on_async_pieces(dedup: AsyncDedupStore, store: AsyncStateStore) -> None:
+    aguard = IncomingGuard("30/minute", dedup=dedup, state=store)
+    info = UpdateInfo("message", 1, 42, 42, "private")
+    assert_type(await aguard.acheck(info), Verdict)
+    assert_type(await aguard.acheck_limit(info), Verdict)
+    assert_type(await aguard.aseen_update(1), bool)
+    assert_type(aguard.asynchronous, bool)
+    state = aguard.async_user_state(info)
+    assert_type(state, AsyncUserState | None)
+    if state is not None:
+        assert_type(await state.update(lambda n: n + 1, default=0), Any)
+    assert_type(aguard.drop_duplicates([info], lambda u: u.update_id), list[UpdateInfo])
+    record = aguard.recorder("handler.start")
+    if record is not None:
+        record(aguard.timer(), False, info)
+
+
 async def incoming(runner: UpdateRunner) -> None:
     async def work() -> int:
         return 1
@@ -73,7 +93,10 @@ async def incoming(runner: UpdateRunner) -> None:
 
 def adapters(dp: Any, bot: Any) -> None:
     from botscale.adapters.aiogram import Installed, install
+    from botscale.adapters.ptb import async_user_state, user_state
 
     kit = install(dp, bot)
     assert_type(kit, Installed)
     assert_type(kit.polling_kwargs(dp), dict[str, Any])
+    assert_type(user_state(), UserState | None)
+    assert_type(async_user_state(), AsyncUserState | None)
