@@ -15,6 +15,10 @@ import pytest
 
 from botscale.testing import FakeClock
 
+# PTB 22 warns (an error under warnings-as-errors) whenever it builds a RetryAfter
+# from a 429 unless durations are timedeltas; bots under test run with it set.
+os.environ.setdefault("PTB_TIMEDELTA", "1")
+
 REDIS_URL = os.environ.get("BOTSCALE_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_DSN = os.environ.get("BOTSCALE_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_SERVICES = os.environ.get("BOTSCALE_REQUIRE_SERVICES", "") == "1"
