@@ -114,9 +114,15 @@ async def test_the_same_conversation_on_every_framework(
         await until(lambda: str(user.last_message()["text"]).startswith("💡"))  # type: ignore[index]
 
         correct = verdicts.count(CORRECT)
-        await asyncio.sleep(0.5)  # the batch of answers is written (0.1 s delay)
-        stats = (await user.ask("/stats", timeout=10))["text"]
-        assert f"{correct}/5 correct" in stats
+        # The answers reach the database in a batch (0.1 s delay): ask until they
+        # are counted, a bounded number of times, instead of sleeping a guess.
+        stats = ""
+        for _ in range(10):
+            stats = str((await user.ask("/stats", timeout=10))["text"])
+            if f"{correct}/5 correct" in stats:
+                break
+            await asyncio.sleep(0.2)
+        assert f"{correct}/5 correct" in stats, stats
         assert "in 1 quiz." in stats
         top = (await sim.user("Bob").ask("/top 3", timeout=10))["text"]
         assert re.search(rf"1\. Alice: {correct}/5", top), top
