@@ -25,6 +25,8 @@ from botscale import (
 )
 
 FRAMEWORKS = ["aiogram", "ptb", "telebot", "telebot-async"]
+HANG = 5.0  # seconds an asyncio handler of "hang" sleeps
+HANG_SYNC = 0.6  # seconds a threaded one sleeps
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Setup:
     limits: TelegramLimits | None = None
     flood: bool = True
     runner: bool = True
+    time_budget: float | None = None  # the runner's; asyncio runners also cancel_slow
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Harness:
     setup: Setup
     handled: list[str] = field(default_factory=list)
     flood: FloodControl | AsyncFloodControl | None = None
+    runner: Any = None
     bot: Any = None
     _pool: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -60,6 +64,13 @@ class Harness:
 
     def _guard(self) -> IncomingGuard | None:
         return self.setup.guard
+
+    def _runner(self) -> UpdateRunner | None:
+        if not self.setup.runner:
+            return None
+        budget = self.setup.time_budget
+        self.runner = UpdateRunner(time_budget=budget, cancel_slow=budget is not None)
+        return self.runner
 
     def _build_aiogram(self, base_url: str, token: str) -> Any:
         from aiogram import Bot, Dispatcher, F
@@ -82,7 +93,7 @@ class Harness:
             bot,
             guard=self._guard(),
             flood=self._flood(),  # type: ignore[arg-type]
-            runner=UpdateRunner() if self.setup.runner else None,
+            runner=self._runner(),
         )
         self.bot = bot
         return dp, bot
@@ -105,7 +116,7 @@ class Harness:
             builder,
             guard=self._guard(),
             flood=self._flood(),  # type: ignore[arg-type]
-            runner=UpdateRunner() if self.setup.runner else None,
+            runner=self._runner(),
         )
         app.add_handler(MessageHandler(filters.TEXT, on_text))
         self.bot = app.bot
@@ -128,11 +139,13 @@ class Harness:
             self._respond_sync(message.chat.id, message.text or "", send)
 
         bot.register_message_handler(on_text, content_types=["text"])
+        if self.setup.runner:  # a thread cannot be cancelled: slow updates are only logged
+            self.runner = ThreadedUpdateRunner(4, time_budget=self.setup.time_budget)
         install(
             bot,
             guard=self._guard(),
             flood=self._flood(sync=True),
-            runner=ThreadedUpdateRunner(4) if self.setup.runner else None,
+            runner=self.runner,
         )
         self.bot = bot
         self._pool = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="broadcast")
@@ -155,7 +168,7 @@ class Harness:
             bot,
             guard=self._guard(),
             flood=self._flood(),
-            runner=UpdateRunner() if self.setup.runner else None,
+            runner=self._runner(),
         )
         self.bot = bot
         return bot
@@ -164,6 +177,8 @@ class Harness:
 
     async def _respond(self, chat_id: int, text: str, send: Any) -> None:
         self.handled.append(text)
+        if text == "hang":  # far over any time budget a test sets
+            await asyncio.sleep(HANG)
         if text.startswith("slow"):  # "slow <n>": takes (n % 3) * 20 ms
             await asyncio.sleep(0.02 * (int(text.split()[1]) % 3))
         if text.startswith("/burst"):
@@ -174,6 +189,8 @@ class Harness:
 
     def _respond_sync(self, chat_id: int, text: str, send: Any) -> None:
         self.handled.append(text)
+        if text == "hang":  # a thread cannot be cancelled: kept short
+            time.sleep(HANG_SYNC)
         if text.startswith("slow"):
             time.sleep(0.02 * (int(text.split()[1]) % 3))
         if text.startswith("/burst"):

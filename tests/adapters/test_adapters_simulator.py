@@ -10,6 +10,7 @@ seconds instead of seven; the proportions of Telegram's defaults are kept
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -17,13 +18,14 @@ from typing import Any
 
 import pytest
 
-from botscale import IncomingGuard, Rate, TelegramLimits
+from botscale import IncomingGuard, PerformanceMonitor, Rate, TelegramLimits
 from botscale.testing import FloodLimits, TelegramSimulator, serve_bot
 
-from .harness import FRAMEWORKS, Harness, Setup
+from .harness import FRAMEWORKS, HANG, Harness, Setup
 
 OVERALL = 100.0  # calls per second, the simulator's and the bot's
 PER_CHAT = 10.0
+BUDGET = 0.3  # seconds: the runner's time budget in the slow-update test
 
 SERVER_LIMITS = FloodLimits(
     per_bot=Rate(OVERALL, 1.0),
@@ -76,6 +78,12 @@ async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+def timed(monitor: PerformanceMonitor) -> set[int]:
+    """How many times each operation of the guard's monitor was timed (the update
+    on telebot, the handler on aiogram, both on PTB): ``{2}`` when each saw two."""
+    return {op.count for op in monitor.stats().operations.values()}
 
 
 def chat_of(call: Any) -> int | None:
@@ -133,6 +141,38 @@ async def test_updates_run_concurrently_with_each_chats_order_kept(framework: st
     assert all(texts == expected for texts in replies.values()), replies
     assert len(harness.handled) == 24
     assert stats.rate_limited == 0
+
+
+async def test_a_slow_update_is_cancelled_after_its_time_budget_where_it_can_be(
+    framework: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitor = PerformanceMonitor()
+    guard = IncomingGuard(None, monitor=monitor)
+    setup = Setup(guard=guard, limits=BOT_LIMITS, time_budget=BUDGET)
+    with caplog.at_level(logging.WARNING, logger="botscale"):
+        async with running(framework, setup) as (sim, harness):
+            user = sim.user()
+            sent = time.monotonic()
+            user.send("hang")
+            user.send("after")
+            await until(lambda: sim.sent_count(user.chat_id) >= 1)
+            first_reply = time.monotonic() - sent
+            await until(lambda: timed(monitor) == {2})
+            texts = [m["text"] for m in sim.sent_messages(user.chat_id)]
+            runner = harness.runner.stats()
+    assert harness.handled[:2] == ["hang", "after"]
+    assert "still running after" in caplog.text  # logged as slow while it ran
+    assert runner.slow == 1
+    if framework == "telebot":  # a thread cannot be cancelled: it finishes, in order
+        assert texts == ["echo: hang", "echo: after"]
+        assert runner.cancelled == 0
+    else:  # cancelled at its budget: the chat's next update ran long before HANG
+        assert texts == ["echo: after"]
+        assert runner.cancelled == 1
+        assert "cancelled after its time budget" in caplog.text
+        assert first_reply < HANG / 2
+    operations = monitor.stats().operations.values()
+    assert all(op.errors == 0 for op in operations)  # a cancellation is not a handler error
 
 
 # --------------------------------------------------------------------------- outgoing

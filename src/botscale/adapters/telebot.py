@@ -19,9 +19,10 @@ What :func:`install` wires (translation only; the core decides):
 * concurrency: for the threaded ``TeleBot``, its worker pool is replaced by a
   :class:`~botscale.ThreadedUpdateRunner` (each chat in order, ``num_threads``
   workers, bounded intake: the polling thread waits instead of queueing without
-  end); for ``AsyncTeleBot``, the middleware holds the chat's turn and a global
-  slot around the handlers, and ``get_updates`` waits while too many updates
-  are unfinished;
+  end); for ``AsyncTeleBot``, each update runs through an
+  :class:`~botscale.UpdateRunner` (each chat in order, a global cap, the time
+  budget and ``cancel_slow``), and ``get_updates`` waits while too many
+  updates are unfinished;
 * outgoing flood control through telebot's request hooks, which are
   process-wide: ``apihelper.CUSTOM_REQUEST_SENDER`` (sync) and
   ``asyncio_helper._process_request`` (async; telebot has no public hook there).
@@ -351,8 +352,12 @@ class GuardMiddleware(_UpdateSensitive, handler_backends.BaseMiddleware):
 class AsyncGuardMiddleware(_UpdateSensitive, asyncio_handler_backends.BaseMiddleware):
     """The incoming guard as a class-based middleware of ``AsyncTeleBot``.
 
-    Also holds the chat's turn and a global slot of ``runner`` around the
-    handlers, so one chat's updates run in order (register it last).
+    Used alone, it also holds the chat's turn and a global slot of
+    ``runner`` around the handlers, so one chat's updates run in order
+    (register it last); a slow update is then logged but cannot be cancelled.
+    :func:`install` runs each update through :meth:`UpdateRunner.run
+    <botscale.UpdateRunner.run>` instead (so ``cancel_slow`` applies) and
+    gives this middleware no runner.
     """
 
     def __init__(
@@ -369,7 +374,9 @@ class AsyncGuardMiddleware(_UpdateSensitive, asyncio_handler_backends.BaseMiddle
         """Limit, notice, state, turn, timing start."""
         info = update_info(message, kind)
         guard = self.guard
-        if guard.asynchronous:
+        if _arrived.get() is message:  # decided on arrival, running in its turn
+            verdict = PROCEED
+        elif guard.asynchronous:
             verdict = await guard.acheck_limit(info)
         else:
             verdict = guard.check_limit(info)
@@ -379,7 +386,8 @@ class AsyncGuardMiddleware(_UpdateSensitive, asyncio_handler_backends.BaseMiddle
             return asyncio_handler_backends.CancelUpdate()
         if guard.state is not None:
             data["user_state"] = guard.handler_state(info)
-        hold = await self.runner.hold(info) if self.runner is not None else None
+        runner = self.runner
+        hold = None if runner is None or _arrived.get() is message else await runner.hold(info)
         _begin(_Current(info, _reply_chat_var.set(info.chat_id), guard.timer(), hold))
         return None
 
@@ -711,6 +719,51 @@ def _dedup_async(bot: AsyncTeleBot, guard: IncomingGuard, runner: UpdateRunner |
     bot.get_updates = get_updates  # type: ignore[method-assign]
 
 
+def _run_in_turn(bot: AsyncTeleBot, guard: IncomingGuard, runner: UpdateRunner) -> None:
+    """Run each AsyncTeleBot update (its middlewares and handlers) through ``runner.run``.
+
+    The update-level limit is decided when the update arrives, before it
+    waits for its chat's turn (a limited one never takes a turn, but for its
+    notice); the rest runs in the turn, inside the runner, so its time budget
+    applies and ``cancel_slow`` can cancel it.  A cancelled update never
+    reaches the middleware's post-processing: it is timed here (as on the
+    other frameworks, a cancellation is not counted as an error).
+    """
+    original = bot._run_middlewares_and_handlers
+
+    async def run_middlewares_and_handlers(
+        message: Any, handlers: Any, middlewares: Any, update_type: str
+    ) -> None:
+        info = update_info(message, _kind(update_type))
+        if guard.asynchronous:
+            verdict = await guard.acheck_limit(info)
+        else:
+            verdict = guard.check_limit(info)
+        if not verdict.proceed:
+            if verdict.notice is not None:  # sent in the chat's turn, like a reply
+                notice = verdict.notice
+                await runner.run(info, lambda: _notify_async(bot, message, info, notice))
+            return
+        started: float | None = None
+        finished = False
+
+        async def work() -> None:
+            nonlocal started, finished
+            started = guard.timer()
+            token = _arrived.set(message)
+            try:
+                await original(message, handlers, middlewares, update_type)  # type: ignore[no-untyped-call]
+            finally:
+                _arrived.reset(token)
+            finished = True
+
+        await runner.run(info, work)
+        if not finished and started is not None:  # cancelled after its time budget
+            guard.record_update(info, started)
+
+    bot._run_middlewares_and_handlers = run_middlewares_and_handlers  # type: ignore[method-assign]
+
+
 # --------------------------------------------------------------------------- install
 
 
@@ -765,7 +818,9 @@ def install(
         if runner is not None and not isinstance(runner, UpdateRunner):
             raise TypeError("AsyncTeleBot needs an UpdateRunner")
         _dedup_async(bot, guard, runner)
-        bot.setup_middleware(AsyncGuardMiddleware(bot, guard, runner))
+        if runner is not None:
+            _run_in_turn(bot, guard, runner)
+        bot.setup_middleware(AsyncGuardMiddleware(bot, guard))
     elif isinstance(bot, telebot.TeleBot):
         if not bot.use_class_middlewares:
             raise ValueError(
