@@ -6,19 +6,24 @@ ratios compare what each library adds around the round trip:
 * INCRBY: the cheapest command, the floor of any Redis limiter;
 * raw EVALSHA of botscale's GCRA script through the same redis-py client: the
   baseline botscale's own path is measured against (target: within 1.15x);
+* the same EVALSHA on a bare redis-py connection (``send_command`` /
+  ``read_response``): the round trip without the client's per-command
+  bookkeeping (pool checkout, a poll for stray data, metrics, retries), which
+  botscale's sync backend skips by keeping a connection per thread;
 * redis-py's ``Script`` object running the same script (how much it adds);
 * botscale: the backend alone, and the full ``RateLimiter.try_acquire`` path;
 * peers: limits' Redis strategies (fixed window, moving window, sliding window
   counter) and pyrate-limiter's Redis buckets (sorted-set log, GCRA state).
 
-Rows are measured in interleaved rounds (best of each), so a load spike on a
-shared machine hits every row alike.
+Rows take turns call by call and report their median round trip, so a slow
+spell of a shared machine hits every row alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -32,19 +37,29 @@ HUGE = 10**9  # a rate no row reaches: every decision takes the allow path
 def _interleaved(
     rows: dict[str, Callable[[], object]], number: int, rounds: int
 ) -> dict[str, float]:
-    best = dict.fromkeys(rows, float("inf"))
+    """Median seconds per call of each row, the rows taking turns call by call.
+
+    Round trips on a shared virtual machine swing by 2x within seconds, so a
+    row timed in a block of its own measures the machine of that moment.
+    Here every row makes one call in turn (the order rotating every round),
+    each call timed alone, so all rows sample the same moments; the median
+    per row shrugs off the spikes.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in rows}
     for fn in rows.values():  # warm up: connections, script caches
         for _ in range(50):
             fn()
     items = list(rows.items())
+    clock = time.perf_counter
     for round_ in range(rounds):
         shift = round_ % len(items)  # rotate the order: no row always follows the same one
-        for name, fn in items[shift:] + items[:shift]:
-            start = time.perf_counter()
-            for _ in range(number):
+        turn = [(samples[name].append, fn) for name, fn in items[shift:] + items[:shift]]
+        for _ in range(number):
+            for record, fn in turn:
+                start = clock()
                 fn()
-            best[name] = min(best[name], (time.perf_counter() - start) / number)
-    return best
+                record(clock() - start)
+    return {name: statistics.median(times) for name, times in samples.items()}
 
 
 def _sync_section(quick: bool) -> Section:
@@ -85,8 +100,15 @@ def _sync_section(quick: bool) -> Section:
         StateBucket(pyrate_rates, store=PyrateRedisStateStore(client, tag + "pyrate-gcra"))
     )
 
+    direct = client.connection_pool.make_connection()  # outside the client's bookkeeping
+
+    def direct_evalsha() -> object:
+        direct.send_command("EVALSHA", _GCRA.sha, 1, key, interval_us, 1000, 1)
+        return direct.read_response()
+
     rows: dict[str, Callable[[], object]] = {
         "INCRBY (floor)": lambda: client.incrby(tag + "incr", 1),
+        "EVALSHA on a bare connection (send_command/read_response)": direct_evalsha,
         "raw EVALSHA, botscale's GCRA script": lambda: client.evalsha(
             _GCRA.sha, 1, key, interval_us, 1000, 1
         ),
@@ -107,11 +129,13 @@ def _sync_section(quick: bool) -> Section:
     }
     try:
         # MovingWindow and the pyrate log keep one entry per hit: bounded by number * rounds.
-        best = _interleaved(rows, number=200 if quick else 1000, rounds=3 if quick else 20)
+        best = _interleaved(rows, number=200 if quick else 1000, rounds=3 if quick else 10)
     finally:
         leftovers = list(client.scan_iter(match=f"*{tag}*", count=1000))
         if leftovers:
             client.delete(*leftovers)
+        direct.disconnect()
+        backend.close()
         client.close()
 
     base = "raw EVALSHA, botscale's GCRA script"
@@ -148,7 +172,7 @@ def _async_section(quick: bool) -> Section:
 
     tag = "bench" + uuid.uuid4().hex[:8]
     number = 200 if quick else 1000
-    rounds = 3 if quick else 20
+    rounds = 3 if quick else 10
     interval_us = micros(1.0 / HUGE)
     key = "{" + tag + ":rl:hot}"
 
@@ -166,23 +190,26 @@ def _async_section(quick: bool) -> Section:
             return await limiter.try_acquire("hot")
 
         rows = {"raw EVALSHA (redis.asyncio)": raw, "botscale AsyncRateLimiter.try_acquire": ours}
-        best = dict.fromkeys(rows, float("inf"))
+        samples: dict[str, list[float]] = {name: [] for name in rows}
+        clock = time.perf_counter
         try:
             for fn in rows.values():
                 for _ in range(50):
                     await fn()
-            for _ in range(rounds):
-                for name, fn in rows.items():
-                    start = time.perf_counter()
-                    for _ in range(number):
+            items = list(rows.items())
+            for round_ in range(rounds):  # the rows take turns call by call, as above
+                turn = items if round_ % 2 else items[::-1]
+                for _ in range(number):
+                    for name, fn in turn:
+                        start = clock()
                         await fn()
-                    best[name] = min(best[name], (time.perf_counter() - start) / number)
+                        samples[name].append(clock() - start)
         finally:
             leftovers = [k async for k in client.scan_iter(match=f"*{tag}*", count=1000)]
             if leftovers:
                 await client.delete(*leftovers)
             await client.aclose()
-        return best
+        return {name: statistics.median(times) for name, times in samples.items()}
 
     best = asyncio.run(measure())
     section = Section(

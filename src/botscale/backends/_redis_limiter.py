@@ -23,6 +23,7 @@ from ._redis_base import (
     DEFAULT_TIMEOUT,
     AsyncRedis,
     ClientT,
+    DirectLine,
     LuaScript,
     RedisComponent,
     SyncRedis,
@@ -87,7 +88,10 @@ def check_share(share: float) -> float:
 class _Base(RedisComponent[ClientT]):
     """What both twins share: arguments, key layout, ``from_url``, the answer without Redis."""
 
-    __slots__ = ("_local", "_noscript", "_owned", "local_share")
+    __slots__ = ("_broken", "_line", "_local", "_noscript", "_owned", "local_share")
+
+    _direct: bool = False
+    """Whether decisions take a :class:`DirectLine` where the client allows one."""
 
     def __init__(
         self,
@@ -110,6 +114,8 @@ class _Base(RedisComponent[ClientT]):
                 local_backend = MemoryBackend()
             self._local = local_backend
         self._noscript = redis_errors()[1]
+        self._line = DirectLine.for_client(client) if self._direct else None
+        self._broken = self._line._broken if self._line is not None else ()
         self._owned = False
 
     @classmethod
@@ -181,6 +187,13 @@ class _Base(RedisComponent[ClientT]):
 class RedisBackend(_Base[SyncRedis]):
     """GCRA buckets in Redis for :class:`~botscale.RateLimiter`, shared by every process.
 
+    Each thread's decisions go over a connection of the backend's own, made
+    with the client's pool settings (host, auth, TLS, timeouts): redis-py's
+    per-command bookkeeping would cost about a quarter of a local round trip.
+    Other commands, and the retry after a broken connection, go through
+    ``client``; a cluster, sentinel or single-connection client is used as
+    is.  :meth:`close` disconnects them.
+
     Args:
         client: a ready ``redis.Redis`` (or ``RedisCluster``) client.  Give it
             ``socket_timeout`` / ``socket_connect_timeout`` (redis-py waits
@@ -203,6 +216,7 @@ class RedisBackend(_Base[SyncRedis]):
     __slots__ = ()
 
     _connect = staticmethod(connect)
+    _direct = True
 
     def acquire(self, key: str, *, now: float, interval: float, burst: int, cost: int) -> Decision:
         """Take ``cost`` tokens from ``key``'s bucket if it holds them (server time).
@@ -213,11 +227,19 @@ class RedisBackend(_Base[SyncRedis]):
         guard = self._guard
         if guard.ready():
             rkey = self._head + key + "}"
+            us = micros(interval)
+            line = self._line
             try:
                 try:
-                    reply = self.client.evalsha(_SHA, 1, rkey, micros(interval), burst, cost)
+                    if line is None:
+                        reply = self.client.evalsha(_SHA, 1, rkey, us, burst, cost)
+                    else:
+                        try:
+                            reply = line.call("EVALSHA", _SHA, 1, rkey, us, burst, cost)
+                        except self._broken:  # the line dropped its connection: the client retries
+                            reply = self.client.evalsha(_SHA, 1, rkey, us, burst, cost)
                 except self._noscript:
-                    reply = _GCRA.run(self.client, 1, rkey, micros(interval), burst, cost)
+                    reply = _GCRA.run(self.client, 1, rkey, us, burst, cost)
             except self._errors as exc:
                 guard.failed(exc)
                 return self._without_redis(exc, key, now, interval, burst, cost)
@@ -231,7 +253,11 @@ class RedisBackend(_Base[SyncRedis]):
         self._call(None, self.client.delete, self.redis_key(key))
 
     def close(self) -> None:
-        """Close the client if :meth:`from_url` built it (a passed-in client stays yours)."""
+        """Close the decision connections, and the client if :meth:`from_url` built it
+        (a passed-in client stays yours)."""
+        if self._line is not None:
+            self._line.close()
+            self._line = None
         if self._owned:
             self.client.close()
 

@@ -25,7 +25,8 @@ local function gcra_check(tat, now, interval, burst, cost)
   return false, held, debt - capacity, nil
 end
 
--- Store a TAT that expires when the bucket is full again.
+-- Store a TAT that expires when the bucket is full again (a number argument
+-- reaches Redis as its exact integer digits: no string.format needed).
 local function gcra_store(key, new_tat, now)
-  redis.call('SET', key, string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+  redis.call('SET', key, new_tat, 'PX', math.ceil((new_tat - now) / 1000))
 end
