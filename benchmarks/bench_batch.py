@@ -8,7 +8,10 @@ the same table shape four ways:
   ``synchronous=FULL`` it is slow; reported per row;
 * **raw executemany**: the rows already cut into batches, one transaction and
   one ``executemany`` per batch on a bare connection (for PostgreSQL also
-  ``copy_records_to_table``): the ceiling a writer can approach;
+  ``copy_records_to_table``): the baseline of the targets;
+* **raw multi-row INSERT** (SQLite): the same batches as ``INSERT ... VALUES
+  (...), (...)`` statements of up to 64 rows, on a bare connection: what ``SQLiteSink`` does, so the writer's own overhead shows
+  against it;
 * **writer, end-to-end**: ``BatchWriter`` / ``AsyncBatchWriter`` with
   ``SQLiteSink`` / ``PostgresSink``, one ``put()`` per row, then close (drain);
 * **writer, drain**: the writer's write path alone: every row is queued
@@ -25,16 +28,19 @@ Python ``put()`` per row (about 0.3 us), which in CPython shares the GIL with
 sqlite3's own per-row work; its share of raw throughput is recorded with it.
 
 Every run uses a fresh database file (or a fresh PostgreSQL table); the
-variants are interleaved and each keeps its best of several runs, so a busy
-machine slows them alike.  ``--quick`` uses 10 000 rows instead of 100 000.
+variants are interleaved (SQLite: each reports its median of several runs;
+PostgreSQL: its best), so a busy machine slows them alike.  ``--quick`` uses
+10 000 rows instead of 100 000.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import os
 import sqlite3
+import statistics
 import tempfile
 import threading
 import time
@@ -111,6 +117,23 @@ def sqlite_raw(path: str, rows: list[Any], synchronous: Level, batch: int) -> fl
     return time.perf_counter() - start
 
 
+def sqlite_raw_multi(path: str, rows: list[Any], synchronous: Level, batch: int) -> float:
+    conn = sqlite_connect(path, synchronous)
+    batches = chunks(rows, batch)
+    head = INSERT[: INSERT.index(" VALUES ") + 8]
+    statements = {size: head + ", ".join(["(?, ?, ?, ?)"] * size) for size in range(1, 65)}
+    start = time.perf_counter()
+    for part in batches:
+        conn.execute("BEGIN IMMEDIATE")
+        flat = list(itertools.chain.from_iterable(part))
+        for first in range(0, len(part), 64):
+            size = min(64, len(part) - first)
+            conn.execute(statements[size], flat[first * 4 : (first + size) * 4])
+        conn.execute("COMMIT")
+    conn.close()
+    return time.perf_counter() - start
+
+
 def sqlite_sync_writer(path: str, rows: list[Any], synchronous: Level, batch: int) -> float:
     sink = SQLiteSink(path, "answers", COLUMNS, synchronous=synchronous)
     writer: BatchWriter[Any] = BatchWriter(sink, max_batch=batch, max_delay=60.0)
@@ -175,21 +198,28 @@ def check_sqlite(path: str, n: int) -> None:
         raise AssertionError(f"{path}: {count} rows, expected {n}")
 
 
-def best_of(
+def median_of(
     repeat: int, runs: dict[str, Callable[[str], float]], counts: dict[str, int]
 ) -> dict[str, float]:
-    """Interleave the runs ``repeat`` times, each on a fresh file; keep each one's best."""
-    best = dict.fromkeys(runs, float("inf"))
+    """Interleave the runs ``repeat`` times, each on a fresh file; each one's median.
+
+    The order reverses every other round, so no variant always runs first or
+    last.  The median, not the best: fsync latency on a shared disk drifts
+    in spells, and a variant that happens to catch one fast spell would
+    otherwise set a record the others never had the chance to.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    items = list(runs.items())
     with tempfile.TemporaryDirectory(prefix="botscale-bench-") as tmp:
         for r in range(repeat):
-            for name, run in runs.items():
-                path = os.path.join(tmp, f"{r}-{len(best)}-{uuid.uuid4().hex[:8]}.db")
-                best[name] = min(best[name], run(path))
+            for name, run in items if r % 2 == 0 else items[::-1]:
+                path = os.path.join(tmp, f"{r}-{uuid.uuid4().hex[:8]}.db")
+                times[name].append(run(path))
                 check_sqlite(path, counts[name])
                 for suffix in ("", "-wal", "-shm"):
                     if os.path.exists(path + suffix):
                         os.remove(path + suffix)
-    return best
+    return {name: statistics.median(spent) for name, spent in times.items()}
 
 
 def run_variant(
@@ -212,6 +242,7 @@ def sqlite_section(synchronous: Level, n: int, subset: int, repeat: int) -> Sect
     for b in BATCHES:
         variants: dict[str, Callable[[str, list[Any], Level, int], float]] = {
             f"raw executemany, batches of {b}": sqlite_raw,
+            f"raw multi-row INSERT, batches of {b}": sqlite_raw_multi,
             f"BatchWriter, batch {b}: drain": sqlite_sync_drain,
             f"AsyncBatchWriter, batch {b}: drain": sqlite_async_drain,
             f"BatchWriter, batch {b}: end-to-end": sqlite_sync_writer,
@@ -220,7 +251,7 @@ def sqlite_section(synchronous: Level, n: int, subset: int, repeat: int) -> Sect
         for name, fn in variants.items():
             runs[name] = functools.partial(run_variant, fn, rows, synchronous, b)
             counts[name] = n
-    seconds = best_of(repeat, runs, counts)
+    seconds = median_of(repeat, runs, counts)
     per_row = {name: s / counts[name] for name, s in seconds.items()}
     return build_section(
         f"SQLite (WAL, synchronous={synchronous}): {n:,} rows "
@@ -515,7 +546,7 @@ def run(quick: bool) -> list[Section]:
     sections = [
         *own_cost_sections(n * 2, repeat),
         sqlite_section("NORMAL", n, subset=1_000 if quick else 5_000, repeat=repeat),
-        sqlite_section("FULL", n, subset=200 if quick else 1_000, repeat=repeat),
+        sqlite_section("FULL", n, subset=200 if quick else 1_000, repeat=repeat + 2),
     ]
     sections += asyncio.run(pg_sections(n, subset=500 if quick else 2_000, repeat=repeat))
     return sections

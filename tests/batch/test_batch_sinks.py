@@ -113,6 +113,57 @@ def test_a_batch_is_one_transaction(tmp_db: str) -> None:
         sink([(4,)])
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 63, 64, 65, 127, 128, 500])
+def test_multi_row_statements_insert_every_row_once_in_order(tmp_db: str, n: int) -> None:
+    sink = SQLiteSink(tmp_db, "answers", ["user_id", "answer"])
+    batch: list[Any] = [(i, f"a{i}") if i % 2 else [i, f"a{i}"] for i in range(n)]
+    sink(batch)
+    sink([(n, "last")])
+    sink.close()
+    assert rows_in(tmp_db) == [(i, f"a{i}") for i in range(n)] + [(n, "last")]
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [(1, "a", "extra"), (1,), "ab", range(2)],
+    ids=["too-long", "too-short", "str", "other-sequence"],
+)
+def test_a_batch_with_an_odd_row_goes_through_executemany(tmp_db: str, odd: Any) -> None:
+    # Flattening would shift every later value into the wrong column: the sink
+    # hands such a batch to executemany, which judges each row on its own.
+    sink = SQLiteSink(tmp_db, "answers", ["user_id", "answer"])
+    batch: list[Any] = [(1, "x"), (2, "y"), odd, (3, "z")]
+    if len(odd) == 2:  # another sequence sqlite3 takes: written as executemany writes it
+        sink(batch)
+        assert rows_in(tmp_db) == [(1, "x"), (2, "y"), tuple(odd), (3, "z")]
+    else:
+        with pytest.raises(sqlite3.ProgrammingError):
+            sink(batch)
+        assert rows_in(tmp_db) == []  # one transaction: nothing of the batch
+    sink.close()
+
+
+def test_a_long_row_and_a_short_row_never_even_out(tmp_db: str) -> None:
+    # Together they hold the right number of values: flattened, every value
+    # after the long row would land one column off, and nothing would fail.
+    sink = SQLiteSink(tmp_db, "answers", ["user_id", "answer"])
+    with pytest.raises(sqlite3.ProgrammingError):
+        sink([(1, "x"), (2, "y", 3), ("z",), (4, "w")])
+    assert rows_in(tmp_db) == []
+    sink.close()
+
+
+def test_wide_rows_stay_under_sqlites_limit_on_parameters(tmp_db: str) -> None:
+    columns = [f"c{i}" for i in range(600)]  # 600 * 64 rows would be 38,400 "?"s
+    sink = SQLiteSink(tmp_db, "wide", columns)
+    limit = sqlite3.connect(":memory:").getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    assert sink._chunk * len(columns) <= limit
+    sink([tuple(range(r, r + 600)) for r in range(100)])
+    sink.close()
+    got = rows_in(tmp_db, "SELECT c0, c599 FROM wide ORDER BY rowid")
+    assert got == [(r, r + 599) for r in range(100)]
+
+
 def test_a_locked_database_is_retried_until_it_frees(tmp_db: str) -> None:
     sink = SQLiteSink(tmp_db, "answers", ["user_id"], busy_timeout=0.01)
     blocker = sqlite3.connect(tmp_db, isolation_level=None)

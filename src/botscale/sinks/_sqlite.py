@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import threading
+from collections.abc import Sequence
 from typing import Final, Literal
 
 from .._errors import ConfigurationError
@@ -15,10 +17,24 @@ __all__ = ["SQLiteSink"]
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+_ROWS_PER_STATEMENT: Final = 64
+"""Rows per multi-row INSERT: most of the gain over ``executemany`` (measured: 32
+rows ~90 %, 64 ~95 % of the best), and at most 64 distinct statements, which
+sqlite3's per-connection cache of 128 prepared statements keeps."""
+_FALLBACK_VARIABLE_LIMIT: Final = 999
+"""SQLite's lowest default bound on ``?`` per statement (Python < 3.11 cannot ask)."""
 
 
 class SQLiteSink:
-    """Write batches of rows into a SQLite table: one transaction and one ``executemany`` each.
+    """Write batches of rows into a SQLite table, one transaction each.
+
+    Rows go in as multi-row ``INSERT ... VALUES (...), (...)`` statements of
+    up to 64 rows: about twice the throughput of ``executemany``, which runs
+    the statement, and releases and retakes the GIL, once per row (a batch of
+    50 is one statement instead of 50 steps, so the writer's thread also
+    waits far less for a busy event loop's GIL).  A batch holding anything
+    but tuples or lists of the right length goes through ``executemany``
+    instead, so SQLite reports the bad row exactly as it would have.
 
     The database runs in WAL mode (readers never block the writer) with the
     given ``synchronous`` level: ``NORMAL`` (the default) is durable against
@@ -103,6 +119,16 @@ class SQLiteSink:
             raise
         marks = ", ".join("?" for _ in self.columns)
         self._insert = f"INSERT INTO {quote_identifier(self.table)} ({quoted}) VALUES ({marks})"
+        self._width = len(self.columns)
+        self._group = f"({marks})"
+        self._statements: dict[int, str] = {}
+        getlimit = getattr(self._conn, "getlimit", None)
+        limit = (
+            _FALLBACK_VARIABLE_LIMIT
+            if getlimit is None
+            else getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[attr-defined,unused-ignore]
+        )
+        self._chunk = min(_ROWS_PER_STATEMENT, limit // self._width)
 
     def __call__(self, rows: list[Row]) -> None:
         """Insert ``rows`` in one transaction; on any error nothing is inserted.
@@ -117,12 +143,37 @@ class SQLiteSink:
                 raise RuntimeError(f"{self.name} is closed")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(self._insert, rows)
+                self._insert_rows(conn, rows)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def _insert_rows(self, conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
+        """Insert ``rows`` in multi-row statements, or by ``executemany`` if any row is odd."""
+        width = self._width
+        chunk = self._chunk
+        n = len(rows)
+        if chunk < 2 or n < 2:
+            conn.executemany(self._insert, rows)
+            return
+        for row in rows:  # flattening trusts every row's shape: check it first
+            kind = type(row)
+            if (kind is not tuple and kind is not list) or len(row) != width:
+                conn.executemany(self._insert, rows)
+                return
+        flat = list(itertools.chain.from_iterable(rows))
+        statements = self._statements
+        done = 0
+        while done < n:
+            size = min(chunk, n - done)
+            sql = statements.get(size)
+            if sql is None:
+                head = self._insert[: self._insert.rindex(" VALUES ") + 8]
+                sql = statements[size] = head + ", ".join([self._group] * size)
+            conn.execute(sql, flat[done * width : (done + size) * width])
+            done += size
 
     def close(self) -> None:
         """Close the connection (harmless if already closed)."""
