@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -215,6 +216,57 @@ def test_block_overflow_makes_put_wait_for_room(kind: str, clock: FakeClock) -> 
     finally:
         sink.gate.set()
         w.shutdown()
+
+
+class SteppedSink(ScriptedSink):
+    """Writes one batch per ``steps.release()``; counts the batches it was handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = threading.Semaphore(0)
+        self.handed = 0
+
+    def __call__(self, batch: list[Any]) -> None:
+        self.handed += 1
+        assert self.steps.acquire(timeout=10.0), "the test never let the batch through"
+        super().__call__(batch)
+
+
+def test_a_put_that_found_the_writer_full_resumes_once_half_of_it_is_written() -> None:
+    # Resuming at the first free slot would wake the producer for every batch
+    # (and, on CPython, hand the GIL back and forth each time): it waits
+    # until at most half of max_pending is left, then puts in one burst.
+    sink = SteppedSink()
+    w: BatchWriter[int] = BatchWriter(sink, max_batch=2, max_delay=60.0, max_pending=8)
+    try:
+        w.put(0)
+        w.put(1)
+        deadline = time.monotonic() + 5.0
+        while sink.handed < 1 and time.monotonic() < deadline:  # bounded: [0, 1] in the sink
+            time.sleep(0.005)
+        for i in range(2, 10):  # eight pending: full
+            w.put(i, timeout=0)
+        assert w.stats().pending == 8
+        done = threading.Event()
+        blocked = threading.Thread(target=lambda: (w.put(10), done.set()))
+        blocked.start()
+        sink.steps.release()  # [0, 1] written, [2, 3] taken: six pending, more than half
+        deadline = time.monotonic() + 5.0
+        while sink.handed < 2 and time.monotonic() < deadline:  # bounded
+            time.sleep(0.005)
+        assert sink.handed == 2
+        assert not done.wait(0.2)  # still waiting: one batch of room is not enough
+        sink.steps.release()  # [2, 3] written, [4, 5] taken: four pending, half
+        assert done.wait(5.0)
+        blocked.join(5.0)
+        for _ in range(10):
+            sink.steps.release()
+        w.close(timeout=10.0)
+        assert sink.items == list(range(11))
+    finally:
+        for _ in range(10):
+            sink.steps.release()
+        w.close(timeout=10.0)
 
 
 @pytest.mark.parametrize("overflow", ["drop_oldest", "reject"])
