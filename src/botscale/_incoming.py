@@ -530,24 +530,11 @@ class IncomingGuard:
         Raises:
             TypeError: the guard is :attr:`asynchronous` (use :meth:`acheck`).
         """
-        # One frame for the common case: check_duplicate and check_limit inlined.
-        seen = self._seen
+        seen = self._seen  # check_duplicate inlined: one call less per update
         if seen is not None and info[1] is not None and seen(info[1]):
             self._count("_duplicates")
             return DUPLICATE
-        try_acquire = self._try
-        if try_acquire is not None:
-            key: Key | None = info[2]
-            if self._key_mode or key is None or key in self.exempt:
-                key = self._limit_key(info)
-            if key is not None:
-                decision = try_acquire(key)
-                if not decision[0]:
-                    return self._limited_verdict(key, decision[2], info)
-                return PROCEED  # counted as passed by the limiter itself (see stats)
-        with self._counter_lock:
-            self._passed += 1
-        return PROCEED
+        return self.check_limit(info)
 
     async def acheck(self, info: UpdateInfo) -> Verdict:
         """:meth:`check` for any guard, awaiting the pieces that need it."""

@@ -374,7 +374,8 @@ class AsyncGuardMiddleware(_UpdateSensitive, asyncio_handler_backends.BaseMiddle
         """Limit, notice, state, turn, timing start."""
         info = update_info(message, kind)
         guard = self.guard
-        if _arrived.get() is message:  # decided on arrival, running in its turn
+        arrived = _arrived.get() is message  # decided on arrival, running in its turn
+        if arrived:
             verdict = PROCEED
         elif guard.asynchronous:
             verdict = await guard.acheck_limit(info)
@@ -387,7 +388,7 @@ class AsyncGuardMiddleware(_UpdateSensitive, asyncio_handler_backends.BaseMiddle
         if guard.state is not None:
             data["user_state"] = guard.handler_state(info)
         runner = self.runner
-        hold = None if runner is None or _arrived.get() is message else await runner.hold(info)
+        hold = None if runner is None or arrived else await runner.hold(info)
         _begin(_Current(info, _reply_chat_var.set(info.chat_id), guard.timer(), hold))
         return None
 
@@ -726,8 +727,8 @@ def _run_in_turn(bot: AsyncTeleBot, guard: IncomingGuard, runner: UpdateRunner) 
     waits for its chat's turn (a limited one never takes a turn, but for its
     notice); the rest runs in the turn, inside the runner, so its time budget
     applies and ``cancel_slow`` can cancel it.  A cancelled update never
-    reaches the middleware's post-processing: it is timed here (as on the
-    other frameworks, a cancellation is not counted as an error).
+    reaches the middleware's post-processing: it is timed where it is
+    cancelled (as on the other frameworks, not as an error).
     """
     original = bot._run_middlewares_and_handlers
 
@@ -735,31 +736,25 @@ def _run_in_turn(bot: AsyncTeleBot, guard: IncomingGuard, runner: UpdateRunner) 
         message: Any, handlers: Any, middlewares: Any, update_type: str
     ) -> None:
         info = update_info(message, _kind(update_type))
-        if guard.asynchronous:
-            verdict = await guard.acheck_limit(info)
-        else:
-            verdict = guard.check_limit(info)
+        verdict = await guard.acheck_limit(info)  # for any guard, sync pieces or async
         if not verdict.proceed:
             if verdict.notice is not None:  # sent in the chat's turn, like a reply
                 notice = verdict.notice
                 await runner.run(info, lambda: _notify_async(bot, message, info, notice))
             return
-        started: float | None = None
-        finished = False
 
         async def work() -> None:
-            nonlocal started, finished
             started = guard.timer()
             token = _arrived.set(message)
             try:
                 await original(message, handlers, middlewares, update_type)  # type: ignore[no-untyped-call]
+            except asyncio.CancelledError:  # post_process will not run: time it here
+                guard.record_update(info, started)
+                raise
             finally:
                 _arrived.reset(token)
-            finished = True
 
         await runner.run(info, work)
-        if not finished and started is not None:  # cancelled after its time budget
-            guard.record_update(info, started)
 
     bot._run_middlewares_and_handlers = run_middlewares_and_handlers  # type: ignore[method-assign]
 

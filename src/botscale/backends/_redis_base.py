@@ -272,11 +272,16 @@ class DirectLine:
     keeps the client's path.  A forked child drops the parent's connections.
     """
 
-    __slots__ = ("__weakref__", "_broken", "_closed", "_local", "_lock", "_make", "_open")
+    __slots__ = ("__weakref__", "_closed", "_local", "_lock", "_make", "_open", "broken")
 
     def __init__(self, make: Callable[[], Any]) -> None:
         exceptions = require("redis", "redis").exceptions
-        self._broken = (exceptions.ConnectionError, exceptions.TimeoutError, OSError)
+        self.broken: tuple[type[BaseException], ...] = (
+            exceptions.ConnectionError,
+            exceptions.TimeoutError,
+            OSError,
+        )
+        """What :meth:`call` raises (after dropping the connection) when the line broke."""
         self._make = make
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -317,7 +322,7 @@ class DirectLine:
         try:
             conn.send_command(*args)
             return conn.read_response()
-        except self._broken:
+        except self.broken:
             self._drop(conn)
             raise
 

@@ -88,7 +88,7 @@ def check_share(share: float) -> float:
 class _Base(RedisComponent[ClientT]):
     """What both twins share: arguments, key layout, ``from_url``, the answer without Redis."""
 
-    __slots__ = ("_broken", "_line", "_local", "_noscript", "_owned", "local_share")
+    __slots__ = ("_line", "_local", "_noscript", "_owned", "local_share")
 
     _direct: bool = False
     """Whether decisions take a :class:`DirectLine` where the client allows one."""
@@ -115,7 +115,6 @@ class _Base(RedisComponent[ClientT]):
             self._local = local_backend
         self._noscript = redis_errors()[1]
         self._line = DirectLine.for_client(client) if self._direct else None
-        self._broken = self._line._broken if self._line is not None else ()
         self._owned = False
 
     @classmethod
@@ -236,7 +235,7 @@ class RedisBackend(_Base[SyncRedis]):
                     else:
                         try:
                             reply = line.call("EVALSHA", _SHA, 1, rkey, us, burst, cost)
-                        except self._broken:  # the line dropped its connection: the client retries
+                        except line.broken:  # the line dropped its connection: the client retries
                             reply = self.client.evalsha(_SHA, 1, rkey, us, burst, cost)
                 except self._noscript:
                     reply = _GCRA.run(self.client, 1, rkey, us, burst, cost)

@@ -117,10 +117,10 @@ class SQLiteSink:
         except BaseException:
             self._conn.close()
             raise
-        marks = ", ".join("?" for _ in self.columns)
-        self._insert = f"INSERT INTO {quote_identifier(self.table)} ({quoted}) VALUES ({marks})"
+        self._head = f"INSERT INTO {quote_identifier(self.table)} ({quoted}) VALUES "
+        self._group = "(" + ", ".join("?" for _ in self.columns) + ")"
+        self._insert = self._head + self._group
         self._width = len(self.columns)
-        self._group = f"({marks})"
         self._statements: dict[int, str] = {}
         getlimit = getattr(self._conn, "getlimit", None)
         limit = (
@@ -170,8 +170,7 @@ class SQLiteSink:
             size = min(chunk, n - done)
             sql = statements.get(size)
             if sql is None:
-                head = self._insert[: self._insert.rindex(" VALUES ") + 8]
-                sql = statements[size] = head + ", ".join([self._group] * size)
+                sql = statements[size] = self._head + ", ".join([self._group] * size)
             conn.execute(sql, flat[done * width : (done + size) * width])
             done += size
 
