@@ -27,7 +27,8 @@ targets ask the writer, end to end, for 5x and 20x).  End-to-end also pays one
 Python ``put()`` per row (about 0.3 us), which in CPython shares the GIL with
 sqlite3's own per-row work; its share of raw throughput is recorded with it.
 
-Every run uses a fresh database file (or a fresh PostgreSQL table); the
+Every run uses a fresh database file (or a fresh PostgreSQL table, after a
+``CHECKPOINT`` so the previous run's dirty pages are not written during it); the
 variants are interleaved, each reports its median of several runs, and a
 writer's share of raw throughput is the median of its per-round ratios, so a
 busy machine or a slow spell of the disk slows both sides alike.  ``--quick`` uses
@@ -343,10 +344,18 @@ class NoopSink:
 
 
 class AsyncNoopSink:
+    """An async sink that does nothing; with a gate, held until every row is queued."""
+
     columns = ("user_id", "question", "answer", "ok")
 
+    def __init__(self, gated: bool = False) -> None:
+        self.gate: asyncio.Event | None = asyncio.Event() if gated else None
+        self.entered = asyncio.Event()
+
     async def __call__(self, rows: list[Any]) -> None:
-        return None
+        if self.gate is not None and not self.gate.is_set():
+            self.entered.set()
+            await self.gate.wait()
 
 
 def own_cost_sections(n: int, repeat: int) -> list[Section]:
@@ -399,6 +408,23 @@ def own_cost_sections(n: int, repeat: int) -> list[Section]:
         writer.close()
         return (time.perf_counter() - start) / (n / batch)
 
+    def async_drain(batch: int) -> float:
+        async def main() -> float:
+            sink = AsyncNoopSink(gated=True)
+            writer: AsyncBatchWriter[Any] = AsyncBatchWriter(
+                sink, max_batch=batch, max_delay=60.0, max_pending=n
+            )
+            for row in rows:
+                await writer.put(row)
+            await sink.entered.wait()
+            assert sink.gate is not None
+            start = time.perf_counter()
+            sink.gate.set()
+            await writer.aclose()
+            return (time.perf_counter() - start) / (n / batch)
+
+        return asyncio.run(main())
+
     def best(fn: Callable[[], float]) -> float:
         return min(fn() for _ in range(repeat))
 
@@ -418,7 +444,13 @@ def own_cost_sections(n: int, repeat: int) -> list[Section]:
     )
     batch_section = Section(
         "Writer's own cost per batch (no-op sink: take, retry wrapper, call, books)",
-        [Row(f"BatchWriter, batch {b}", best(functools.partial(drain, b))) for b in BATCHES],
+        [Row(f"BatchWriter, batch {b}", best(functools.partial(drain, b))) for b in BATCHES]
+        + [
+            Row(
+                f"AsyncBatchWriter (async sink), batch {b}", best(functools.partial(async_drain, b))
+            )
+            for b in BATCHES
+        ],
         baseline=f"BatchWriter, batch {BATCHES[0]}",
         unit="batch",
     )
@@ -523,10 +555,23 @@ async def pg_sections(n: int, subset: int, repeat: int) -> list[Section]:
             )
     times: dict[str, list[float]] = {name: [] for name in runs}
     items = list(runs.items())
+    checkpoint = True
+
+    async def settle() -> None:
+        # Write out the dirty pages the previous run left, so a checkpoint
+        # does not land in the middle of whichever variant runs next.
+        nonlocal checkpoint
+        if checkpoint:
+            try:
+                await admin.execute("CHECKPOINT")
+            except asyncpg.PostgresError:  # not allowed for this role: go without
+                checkpoint = False
+
     try:
         for r in range(repeat):
             for name, (run, count) in items if r % 2 == 0 else items[::-1]:
                 table = await fresh()
+                await settle()
                 conn = await asyncpg.connect(POSTGRES_DSN)
                 try:
                     times[name].append(await run(conn, table))
@@ -566,7 +611,7 @@ def run(quick: bool) -> list[Section]:
         sqlite_section("NORMAL", n, subset=1_000 if quick else 5_000, repeat=repeat),
         sqlite_section("FULL", n, subset=200 if quick else 1_000, repeat=repeat + 2),
     ]
-    sections += asyncio.run(pg_sections(n, subset=500 if quick else 2_000, repeat=repeat))
+    sections += asyncio.run(pg_sections(n, subset=500 if quick else 2_000, repeat=repeat + 2))
     return sections
 
 
