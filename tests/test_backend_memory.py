@@ -159,6 +159,22 @@ def test_past_max_keys_the_least_recently_used_key_is_evicted_and_counted() -> N
     assert lim.try_acquire("c") == Decision(True, 1, 0.0)  # evicted: full again (counted above)
 
 
+def test_at_max_keys_a_refilled_oldest_key_is_counted_as_expired_not_evicted() -> None:
+    clock = FakeClock()
+    backend = MemoryBackend(max_keys=4)
+    for key, interval in (("a", 1.0), ("b", 1.0), ("c", 100.0), ("d", 1.0)):
+        backend.acquire(key, now=clock(), interval=interval, burst=1, cost=1)
+    clock.advance(2.0)  # a, b and d have refilled; c has not
+    backend.acquire("e", now=clock(), interval=1.0, burst=1, cost=1)
+    assert backend.stats() == MemoryBackendStats(keys=3, max_keys=4, expired=2, evicted=0)
+    backend.acquire("f", now=clock(), interval=100.0, burst=1, cost=1)
+    # c is the oldest now and has not refilled: the sweep stops there, under max_keys.
+    assert backend.stats() == MemoryBackendStats(keys=4, max_keys=4, expired=2, evicted=0)
+    backend.acquire("g", now=clock(), interval=1.0, burst=1, cost=1)
+    assert "c" not in backend  # at max_keys: the not-yet-refilled oldest goes
+    assert backend.stats() == MemoryBackendStats(keys=4, max_keys=4, expired=2, evicted=1)
+
+
 def test_a_flooding_key_is_never_the_one_evicted() -> None:
     """A key denied on every request stays most recently used, so it keeps its empty bucket."""
     clock = FakeClock()

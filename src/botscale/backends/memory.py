@@ -120,32 +120,33 @@ class MemoryBackend:
     def _insert(self, key: str, tat: float, now: float) -> None:
         """Store a new key; drop up to two refilled keys, or evict past ``max_keys``.
 
-        Called with the lock held.  Two drops per insert (unrolled: this runs
-        for every new key) make refilled keys leave faster than keys arrive.
-        The oldest keys are looked at before the new one goes in, each with
-        one ``popitem(last=False)`` (a key that must stay goes back to the
-        front with ``move_to_end(last=False)``).
+        Called with the lock held.  Two drops per insert make refilled keys
+        leave faster than keys arrive.  Under ``max_keys`` the oldest key is
+        only looked at (``next(iter(...))`` is O(1) on an ``OrderedDict``) and
+        deleted only if it has refilled; at ``max_keys`` it goes in one
+        ``popitem``, refilled or not.
         """
         tats = self._tats
-        if tats:
-            oldest, oldest_tat = tats.popitem(last=False)
-            if oldest_tat <= now:
-                if tats:
-                    second, second_tat = tats.popitem(last=False)
-                    if second_tat <= now:
-                        self._expired += 2
-                    else:
-                        tats[second] = second_tat
-                        tats.move_to_end(second, last=False)
-                        self._expired += 1
-                else:
-                    self._expired += 1
-            elif len(tats) + 1 >= self.max_keys:
+        if len(tats) >= self.max_keys:
+            oldest_tat = tats.popitem(last=False)[1]
+            if oldest_tat > now:
                 # The oldest key has not refilled: it goes with its bucket not yet full.
                 self._evicted += 1
-            else:
-                tats[oldest] = oldest_tat
-                tats.move_to_end(oldest, last=False)
+                tats[key] = tat
+                return
+            self._expired += 1
+        elif tats:
+            oldest = next(iter(tats))
+            if tats[oldest] > now:  # the oldest key still carries information
+                tats[key] = tat
+                return
+            del tats[oldest]
+            self._expired += 1
+        if tats:  # the oldest had refilled: the next one may have too
+            second = next(iter(tats))
+            if tats[second] <= now:
+                del tats[second]
+                self._expired += 1
         tats[key] = tat
 
     def _bind(
