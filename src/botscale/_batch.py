@@ -263,11 +263,7 @@ class _Core(Generic[T]):
 
     def room_after_take(self) -> bool:
         """After a take: whether waiting puts may go on now (the limit is restored)."""
-        if self.blocked and self.items_in - self.removed < self.limit:
-            self.blocked = False
-            self.limit = self.max_pending
-            return True
-        return False
+        return self.blocked and self.items_in - self.removed < self.limit and self.lift()
 
     def lift(self) -> bool:
         """The worker pauses: let waiting puts have any room there is (``True`` if any wait)."""
@@ -1038,11 +1034,8 @@ class BatchWriter(_Writer[T, Sleep]):
                         self._room_now()
                     cond.wait(core.wait_time(now))
                 key, batch = core.take()
-                room = core.room_after_take()
-                if room:  # puts may be waiting for room
-                    cond.notify_all()
-            if room and self._on_room is not None:
-                self._on_room()
+                if core.room_after_take():  # puts may be waiting for room
+                    self._room_now()
             start = clock()
             outcome: _Outcome[T] = _Outcome()
             try:
