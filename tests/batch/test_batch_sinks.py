@@ -8,6 +8,7 @@ test, dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import sqlite3
 import subprocess
 import sys
@@ -203,6 +204,35 @@ def test_identifiers_are_quoted(tmp_db: str) -> None:
     sink([(1, "x")])
     sink.close()
     assert rows_in(tmp_db, 'SELECT * FROM "odd ""table"""') == [(1, "x")]
+
+
+def _open_sink(path: str, barrier: Any, results: Any) -> None:
+    barrier.wait(timeout=30)
+    try:
+        SQLiteSink(path, "answers", {"user_id": "INTEGER", "ok": "INTEGER"}).close()
+        results.put("ok")
+    except Exception as exc:
+        results.put(repr(exc))
+
+
+def test_processes_starting_together_all_open_one_new_database(tmp_path: Path) -> None:
+    """Several bot processes creating the same database at once: none gets "locked".
+
+    SQLite refuses a concurrent switch to WAL at once, without its busy
+    timeout; before the sink retried it, about one round in six failed here.
+    """
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(15):  # bounded
+        path = str(tmp_path / f"{trial}.db")
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_sink, args=(path, barrier, results)) for _ in range(6)]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=30) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=30)
+        assert outcomes == ["ok"] * 6, f"round {trial}: {outcomes}"
+        assert rows_in(path, "PRAGMA journal_mode") == [("wal",)]
 
 
 def test_create_false_expects_the_table(tmp_db: str) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Final, Literal
 
 from .._errors import ConfigurationError
+from .._retry import retry
 from .._validation import check_non_negative
 from ._common import Columns, Row, parse_columns, quote_identifier
 
@@ -23,6 +24,25 @@ rows ~90 %, 64 ~95 % of the best), and at most 64 distinct statements, which
 sqlite3's per-connection cache of 128 prepared statements keeps."""
 _FALLBACK_VARIABLE_LIMIT: Final = 999
 """SQLite's lowest default bound on ``?`` per statement (Python < 3.11 cannot ask)."""
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's "database is locked" (busy), which waiting can cure."""
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+def _enable_wal(conn: sqlite3.Connection, busy: float, name: str) -> object:
+    """Switch ``conn``'s database to WAL; return the journal mode SQLite reports.
+
+    The switch needs an exclusive lock, and SQLite answers "database is
+    locked" at once, without waiting its busy timeout, when another process
+    switches the same new database at that moment (several bot processes
+    starting together): retried for up to ``busy`` seconds.
+    """
+    policy = retry(
+        on=_is_locked, attempts=None, timeout=busy, initial=0.01, max_wait=0.1, name=name
+    )
+    return policy.call(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
 
 
 class SQLiteSink:
@@ -101,7 +121,7 @@ class SQLiteSink:
         )
         try:
             if not memory:
-                mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                mode = _enable_wal(self._conn, busy, self.name)
                 if str(mode).lower() != "wal":  # pragma: no cover - a filesystem without WAL
                     raise sqlite3.OperationalError(f"cannot enable WAL on {self.path}: {mode}")
             self._conn.execute(f"PRAGMA synchronous={level}")
